@@ -1,0 +1,32 @@
+"""Registry of architectures. Adding one = adding a module that calls register()."""
+from __future__ import annotations
+
+from ..errors import VoxportError
+from .base import ArchSpec, Case, Loaded, Tolerance
+
+_REGISTRY: dict = {}
+
+
+def register(cls):
+    spec = cls()
+    _REGISTRY[spec.name] = spec
+    return cls
+
+
+def get_arch(name: str) -> ArchSpec:
+    _load_all()
+    if name not in _REGISTRY:
+        raise VoxportError(f"unknown architecture '{name}'; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def arch_names() -> list:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def _load_all():
+    from . import ecapa  # noqa: F401
+
+
+__all__ = ["ArchSpec", "Case", "Loaded", "Tolerance", "register", "get_arch", "arch_names"]

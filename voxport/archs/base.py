@@ -1,0 +1,112 @@
+"""What an architecture declares: how to load it, export it, check it and package it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criteria for one kind of file (fp32, q8, ...)."""
+
+    max_abs_logit: float | None = None
+    max_abs_prob: float | None = None
+    min_agreement: float = 1.0
+    why: str = ""
+
+
+@dataclass
+class Loaded:
+    """A PyTorch model ready to run, and the record needed to rebuild it."""
+
+    arch: str
+    model: Any  # torch.nn.Module in eval mode: (input_values[, attention_mask]) -> logits
+    source: dict  # JSON-able; spec.load(**source) rebuilds the same model
+    config: dict
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    """One verify input: a batch of waveforms, with a mask when the graph takes one."""
+
+    name: str
+    input_values: np.ndarray  # float32 [B, N]
+    attention_mask: np.ndarray | None = None  # int64 [B, N]
+    lengths: list | None = None  # valid samples per row, for padded batches
+
+
+class ArchSpec:
+    """Base class for an architecture. Subclasses set the class attributes and override what differs."""
+
+    name: str = ""
+    sample_rate: int = 16000
+    output_name: str = "logits"
+    # opset -> export route ("dynamo" or "torchscript")
+    routes: dict = {18: "dynamo", 17: "torchscript"}
+    tolerances: dict = {}
+
+    # loading
+    def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:
+        raise NotImplementedError
+
+    def task(self, loaded: Loaded) -> str:
+        return "audio-classification"
+
+    def input_names(self, loaded: Loaded) -> list:
+        return ["input_values"]
+
+    def min_samples(self, loaded: Loaded) -> int:
+        return 1
+
+    # export
+    def export_module(self, loaded: Loaded, route: str):
+        """The nn.Module to hand to torch.onnx.export for this route."""
+        return loaded.model
+
+    def example_inputs(self, loaded: Loaded) -> tuple:
+        raise NotImplementedError
+
+    def check_shapes(self, loaded: Loaded) -> list:
+        """(batch, samples) pairs other than the example, run after export to prove axes stay dynamic."""
+        n = max(self.min_samples(loaded), 4000)
+        return [(1, n), (3, n + 1234), (5, 2 * n + 77)]
+
+    def keep_float(self, onnx_model) -> list:
+        """Names of nodes that quantization must leave in float, derived from the graph."""
+        return []
+
+    def metadata(self, loaded: Loaded) -> dict:
+        return {}
+
+    # verify
+    def cases(self, loaded: Loaded) -> list:
+        raise NotImplementedError
+
+    def reference(self, loaded: Loaded, case: Case) -> np.ndarray:
+        """PyTorch logits for a case."""
+        import torch
+
+        args = [torch.from_numpy(case.input_values)]
+        if "attention_mask" in self.input_names(loaded):
+            mask = case.attention_mask if case.attention_mask is not None else np.ones_like(case.input_values, dtype=np.int64)
+            args.append(torch.from_numpy(mask))
+        with torch.inference_mode():
+            return loaded.model(*args).float().numpy()
+
+    # package
+    def hf_config(self, loaded: Loaded) -> dict:
+        raise NotImplementedError
+
+    def preprocessor_config(self, loaded: Loaded) -> dict:
+        raise NotImplementedError
+
+    def extra_files(self, loaded: Loaded) -> dict:
+        """Other files for the folder: name -> bytes (tokenizer, upstream LICENSE ...)."""
+        return {}
+
+    def card(self, loaded: Loaded) -> dict:
+        """Model-card facts: base_model, license, labels, title."""
+        return {}

@@ -1,0 +1,428 @@
+"""ECAPA-TDNN voice-gender classifier (state-dict compatible with JaesungHuh/voice-gender-classifier).
+
+The upstream model builds its MelSpectrogram inside forward, which neither exporter accepts. Here the
+front end is built once, with non-persistent buffers, so the upstream state_dict loads strictly.
+Two front ends compute the same log-mel: "stft" (torch.stft, exported by dynamo at opset 18) and
+"dft" (the DFT as a strided Conv1d, exported by TorchScript at a genuine opset 17).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from ..errors import CheckpointError
+from . import register
+from .base import ArchSpec, Case, Loaded, Tolerance
+
+HUB_ID = "JaesungHuh/ecapa-gender"  # the upstream weights (github: JaesungHuh/voice-gender-classifier)
+LABELS = {0: "male", 1: "female"}
+FRONT_END = {
+    "sample_rate": 16000,
+    "preemphasis": 0.97,
+    "n_fft": 512,
+    "win_length": 400,
+    "hop_length": 160,
+    "f_min": 20.0,
+    "f_max": 7600.0,
+    "n_mels": 80,
+    "window": "hamming",
+    "power": 2.0,
+    "center": True,
+    "pad_mode": "reflect",
+    "log_offset": 1e-6,
+    "normalize": "subtract mean over time",
+}
+# reflect padding of n_fft // 2 needs more samples than that
+MIN_SAMPLES = FRONT_END["n_fft"] // 2 + 1
+UPSTREAM_KEYS = 233
+
+
+def _nn():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    return torch, nn, F
+
+
+def build_model(C: int = 1024, front_end: str = "stft"):
+    """An ECAPA_gender-compatible module (same parameter names and math as upstream)."""
+    torch, nn, F = _nn()
+    import torchaudio
+
+    class LogMel(nn.Module):
+        def __init__(self, mode: str):
+            super().__init__()
+            fe = FRONT_END
+            self.mode = mode
+            self.register_buffer("preemph", torch.tensor([[[-fe["preemphasis"], 1.0]]]), persistent=False)
+            window = torch.hamming_window(fe["win_length"])
+            fb = torchaudio.functional.melscale_fbanks(
+                fe["n_fft"] // 2 + 1, fe["f_min"], fe["f_max"], fe["n_mels"], fe["sample_rate"], norm=None, mel_scale="htk"
+            )
+            self.register_buffer("window", window, persistent=False)
+            self.register_buffer("fb", fb, persistent=False)
+            if mode == "dft":
+                # window zero-padded to n_fft (centred, as torch.stft does), times the real DFT basis
+                n_fft = fe["n_fft"]
+                left = (n_fft - fe["win_length"]) // 2
+                w = torch.zeros(n_fft, dtype=torch.float64)
+                w[left:left + fe["win_length"]] = window.double()
+                n = torch.arange(n_fft, dtype=torch.float64)
+                k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+                ang = 2 * math.pi * k * n / n_fft
+                basis = torch.cat([torch.cos(ang) * w, -torch.sin(ang) * w], 0).float().unsqueeze(1)
+                self.register_buffer("dft", basis, persistent=False)
+
+        def forward(self, x):
+            fe = FRONT_END
+            x = x.unsqueeze(1)
+            x = F.pad(x, (1, 0), "reflect")
+            x = F.conv1d(x, self.preemph).squeeze(1)
+            if self.mode == "stft":
+                spec = torch.stft(
+                    x, fe["n_fft"], fe["hop_length"], fe["win_length"], self.window,
+                    center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
+                )
+                spec = spec.abs().pow(2.0)
+            else:
+                half = fe["n_fft"] // 2
+                x = F.pad(x.unsqueeze(1), (half, half), "reflect")
+                y = F.conv1d(x, self.dft, stride=fe["hop_length"])
+                re, im = y[:, : half + 1], y[:, half + 1:]
+                spec = re * re + im * im
+            x = torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2) + fe["log_offset"]
+            x = x.log()
+            return x - torch.mean(x, dim=-1, keepdim=True)
+
+    class SE(nn.Module):
+        def __init__(self, channels, bottleneck=128):
+            super().__init__()
+            self.se = nn.Sequential(
+                nn.AdaptiveAvgPool1d(1),
+                nn.Conv1d(channels, bottleneck, kernel_size=1),
+                nn.ReLU(),
+                nn.Conv1d(bottleneck, channels, kernel_size=1),
+                nn.Sigmoid(),
+            )
+
+        def forward(self, x):
+            return x * self.se(x)
+
+    class Res2Block(nn.Module):
+        def __init__(self, channels, kernel_size, dilation, scale=8):
+            super().__init__()
+            width = channels // scale
+            self.conv1 = nn.Conv1d(channels, width * scale, kernel_size=1)
+            self.bn1 = nn.BatchNorm1d(width * scale)
+            self.nums = scale - 1
+            pad = (kernel_size // 2) * dilation
+            self.convs = nn.ModuleList(
+                [nn.Conv1d(width, width, kernel_size=kernel_size, dilation=dilation, padding=pad) for _ in range(self.nums)]
+            )
+            self.bns = nn.ModuleList([nn.BatchNorm1d(width) for _ in range(self.nums)])
+            self.conv3 = nn.Conv1d(width * scale, channels, kernel_size=1)
+            self.bn3 = nn.BatchNorm1d(channels)
+            self.relu = nn.ReLU()
+            self.width = width
+            self.se = SE(channels)
+
+        def forward(self, x):
+            out = self.bn1(self.relu(self.conv1(x)))
+            parts = torch.split(out, self.width, 1)
+            outs = []
+            sp = None
+            for i in range(self.nums):
+                sp = parts[i] if i == 0 else sp + parts[i]
+                sp = self.bns[i](self.relu(self.convs[i](sp)))
+                outs.append(sp)
+            outs.append(parts[self.nums])
+            out = self.bn3(self.relu(self.conv3(torch.cat(outs, 1))))
+            return self.se(out) + x
+
+    class ECAPAGender(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.C = C
+            self.front_end = LogMel(front_end)
+            self.conv1 = nn.Conv1d(80, C, kernel_size=5, stride=1, padding=2)
+            self.relu = nn.ReLU()
+            self.bn1 = nn.BatchNorm1d(C)
+            self.layer1 = Res2Block(C, 3, 2)
+            self.layer2 = Res2Block(C, 3, 3)
+            self.layer3 = Res2Block(C, 3, 4)
+            self.layer4 = nn.Conv1d(3 * C, 1536, kernel_size=1)
+            self.attention = nn.Sequential(
+                nn.Conv1d(4608, 256, kernel_size=1),
+                nn.ReLU(),
+                nn.BatchNorm1d(256),
+                nn.Tanh(),
+                nn.Conv1d(256, 1536, kernel_size=1),
+                nn.Softmax(dim=2),
+            )
+            self.bn5 = nn.BatchNorm1d(3072)
+            self.fc6 = nn.Linear(3072, 192)
+            self.bn6 = nn.BatchNorm1d(192)
+            self.fc7 = nn.Linear(192, 2)
+
+        def forward(self, input_values):
+            x = self.front_end(input_values)
+            x = self.bn1(self.relu(self.conv1(x)))
+            x1 = self.layer1(x)
+            x2 = self.layer2(x + x1)
+            x3 = self.layer3(x + x1 + x2)
+            x = self.relu(self.layer4(torch.cat((x1, x2, x3), dim=1)))
+            t = x.size()[-1]
+            mean = torch.mean(x, dim=2, keepdim=True).repeat(1, 1, t)
+            std = torch.sqrt(torch.var(x, dim=2, keepdim=True).clamp(min=1e-4)).repeat(1, 1, t)
+            w = self.attention(torch.cat((x, mean, std), dim=1))
+            mu = torch.sum(x * w, dim=2)
+            sg = torch.sqrt((torch.sum((x ** 2) * w, dim=2) - mu ** 2).clamp(min=1e-4))
+            x = self.bn5(torch.cat((mu, sg), 1))
+            x = self.relu(self.bn6(self.fc6(x)))
+            return self.fc7(x)
+
+    return ECAPAGender()
+
+
+def _read_state_dict(folder: str) -> tuple[dict, str]:
+    import torch
+
+    st = os.path.join(folder, "model.safetensors")
+    pt = os.path.join(folder, "pytorch_model.bin")
+    if os.path.isfile(st):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(st), st
+        except Exception as e:  # corrupt or not safetensors
+            raise CheckpointError(f"cannot read {st}: {e}; re-download the checkpoint") from None
+    if os.path.isfile(pt):
+        try:
+            sd = torch.load(pt, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"cannot read {pt} as plain weights ({type(e).__name__}); convert it to model.safetensors") from None
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        return sd, pt
+    raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin; point --checkpoint at the upstream folder")
+
+
+def _resolve(checkpoint: str) -> str:
+    if os.path.isdir(checkpoint):
+        return checkpoint
+    if os.path.exists(checkpoint) or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") != 1:
+        raise CheckpointError(f"checkpoint folder not found: {checkpoint}; pass a folder with config.json and model.safetensors, or a hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(checkpoint, allow_patterns=["config.json", "*.safetensors", "*.bin", "LICENSE*", "README.md"])
+    except Exception as e:
+        raise CheckpointError(f"cannot download '{checkpoint}' from the hub ({type(e).__name__}); download it and pass the local folder") from None
+
+
+@register
+class ECAPASpec(ArchSpec):
+    name = "ecapa"
+    routes = {18: "dynamo", 17: "torchscript"}
+    # One place for the pass criteria of each file kind.
+    tolerances = {
+        "fp32": Tolerance(max_abs_logit=1e-4, min_agreement=1.0,
+                          why="same float32 math; FFT vs DFT and kernel order differ by ~1e-5"),
+        "q8": Tolerance(max_abs_prob=0.15, min_agreement=0.99,
+                        why="8-bit weights and activations; measured 0.07-0.13 |dp| on trained weights"),
+    }
+
+    def load(self, checkpoint=None, random_init=False, seed=0, C=None, front_end="stft", **kw) -> Loaded:
+        import torch
+
+        if random_init:
+            C = int(C or 1024)
+            torch.manual_seed(seed)
+            model = build_model(C, front_end)
+            calibrate(model, seed)
+            source = {"arch": self.name, "checkpoint": None, "random_init": True, "seed": seed, "C": C}
+            extra = {}
+        else:
+            if not checkpoint:
+                raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for seeded random weights")
+            folder = _resolve(checkpoint)
+            sd, weights = _read_state_dict(folder)
+            cfg_path = os.path.join(folder, "config.json")
+            cfg = {}
+            if os.path.isfile(cfg_path):
+                try:
+                    with open(cfg_path) as f:
+                        cfg = json.load(f)
+                except ValueError:
+                    raise CheckpointError(f"{cfg_path} is not valid JSON; it should hold {{\"C\": 1024}}") from None
+            w = sd.get("conv1.weight")
+            C_sd = int(w.shape[0]) if w is not None else None
+            C = int(cfg.get("C", C_sd or 1024))
+            if C_sd is not None and C_sd != C:
+                raise CheckpointError(f"config.json says C={C} but the weights have C={C_sd}; fix config.json")
+            model = build_model(C, front_end)
+            result = model.load_state_dict(sd, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                miss = ", ".join(result.missing_keys[:5]) + (" ..." if len(result.missing_keys) > 5 else "")
+                unexp = ", ".join(result.unexpected_keys[:5]) + (" ..." if len(result.unexpected_keys) > 5 else "")
+                raise CheckpointError(
+                    f"weights do not match ECAPA_gender: {len(result.missing_keys)} missing ({miss or '-'}), "
+                    f"{len(result.unexpected_keys)} unexpected ({unexp or '-'}); is this a voice-gender-classifier checkpoint?"
+                )
+            source = {"arch": self.name, "checkpoint": os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint,
+                      "random_init": False, "seed": None, "C": C}
+            extra = {"folder": folder, "weights": weights}
+        model.eval()
+        return Loaded(arch=self.name, model=model, source=source, config={"C": C}, extra=extra)
+
+    def min_samples(self, loaded):
+        return MIN_SAMPLES
+
+    def export_module(self, loaded, route):
+        if route == "dynamo":
+            return loaded.model
+        # TorchScript cannot export complex STFT: same weights behind the DFT-as-Conv1d front end
+        m = build_model(loaded.config["C"], "dft")
+        m.load_state_dict(loaded.model.state_dict())
+        return m.eval()
+
+    def example_inputs(self, loaded):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        # batch 2: an example of batch 1 lets the exporter fix the batch axis to 1
+        return (torch.randn(2, 12000, generator=g) * 0.1,)
+
+    def keep_float(self, onnx_model) -> list:
+        """The front end: every node the first Log depends on (pre-emphasis, spectrum, mel MatMul)."""
+        return front_end_nodes(onnx_model, "Log")
+
+    def metadata(self, loaded):
+        return {"front_end": json.dumps(FRONT_END), "labels": json.dumps(LABELS), "min_samples": str(MIN_SAMPLES)}
+
+    def cases(self, loaded):
+        from ..verify.suite import ecapa_cases
+
+        return ecapa_cases(MIN_SAMPLES)
+
+    def hf_config(self, loaded):
+        return {
+            "model_type": "wav2vec2",
+            "architectures": ["Wav2Vec2ForSequenceClassification"],
+            "id2label": {str(k): v for k, v in LABELS.items()},
+            "label2id": {v: k for k, v in LABELS.items()},
+            "num_labels": 2,
+            "voxport_arch": "ecapa",
+            "ecapa": {"C": loaded.config["C"], "front_end": FRONT_END},
+        }
+
+    def preprocessor_config(self, loaded):
+        return {
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+            "feature_size": 1,
+            "sampling_rate": 16000,
+            "padding_value": 0.0,
+            "padding_side": "right",
+            "do_normalize": False,
+            "return_attention_mask": False,
+        }
+
+    def extra_files(self, loaded):
+        folder = loaded.extra.get("folder")
+        if folder:
+            for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
+                p = os.path.join(folder, name)
+                if os.path.isfile(p):
+                    with open(p, "rb") as f:
+                        return {"LICENSE": f.read()}
+        return {"LICENSE": UPSTREAM_LICENSE.encode()}
+
+    def card(self, loaded):
+        return {
+            "title": "ECAPA-TDNN voice gender classifier (ONNX)",
+            "base_model": _hub_id(loaded.source.get("checkpoint")) or HUB_ID,
+            "license": "mit",
+            "pipeline_tag": "audio-classification",
+            "labels": LABELS,
+            "example_label": "female",
+            "notes": [
+                "The log-mel front end is inside the graph: feed raw 16 kHz mono audio, unnormalised "
+                "(`do_normalize: false`).",
+                f"Minimum input: {MIN_SAMPLES} samples. Inputs in a batch must have the same length (no attention mask).",
+                "The front end (pre-emphasis, spectrum, mel filterbank) stays float32 in the q8 file: "
+                "quantizing it collapses the model to one class.",
+            ],
+        }
+
+
+def front_end_nodes(onnx_model, until_op: str) -> list:
+    """Names of the nodes that the first `until_op` node depends on, itself excluded."""
+    graph = onnx_model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    target = next((n for n in graph.node if n.op_type == until_op), None)
+    if target is None:
+        return []
+    seen, stack = {}, list(target.input)
+    while stack:
+        name = stack.pop()
+        node = producer.get(name)
+        if node is None or node.name in seen:
+            continue
+        seen[node.name] = node
+        stack.extend(node.input)
+    return sorted(seen)
+
+
+def calibrate(model, seed: int, batches: int = 4) -> None:
+    """Give random weights trained-like BatchNorm statistics by running speech-like audio through them."""
+    import torch
+
+    from ..verify.suite import speech_like
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    rng = np.random.default_rng(seed + 1)
+    with torch.no_grad():
+        for i in range(batches):
+            waves = [speech_like(16000, float(rng.uniform(85, 255)), seed=int(rng.integers(1 << 30))) for _ in range(4)]
+            model(torch.from_numpy(np.stack(waves)))
+    for m in bns:
+        m.momentum = 0.1
+    model.eval()
+
+
+UPSTREAM_LICENSE = """MIT License
+
+Copyright (c) 2024 jaesunghuh
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+"""
+
+
+def _hub_id(checkpoint):
+    if checkpoint and not os.path.isabs(checkpoint) and checkpoint.count("/") == 1 and not os.path.exists(checkpoint):
+        return checkpoint
+    return None

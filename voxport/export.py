@@ -1,0 +1,157 @@
+"""Export stage: PyTorch -> ONNX (dynamo or TorchScript), simplified, shape-checked, with metadata."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+
+from . import __version__
+from .archs import Loaded, get_arch
+from .errors import ExportError
+from .onnxutil import atomic_path, file_size, opset_of, reinfer_shapes, save_model, set_metadata
+from .results import ExportResult
+
+OPSETS = (17, 18)
+
+
+def load(arch: str, checkpoint=None, random_init=False, seed=0, **kw) -> Loaded:
+    return get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed, **kw)
+
+
+def export_model(
+    arch: str,
+    output: str,
+    checkpoint: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    opset: int = 18,
+    loaded: Loaded | None = None,
+    external_data: bool | None = None,
+    progress=None,
+) -> ExportResult:
+    """Export `arch` to `output`; the file appears only when every check passed."""
+    spec = get_arch(arch)
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} is not supported; use one of {', '.join(map(str, OPSETS))}")
+    say = progress or (lambda msg: None)
+    t0 = time.time()
+    if loaded is None:
+        say("loading checkpoint")
+        loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed)
+    route = spec.routes[opset]
+    with atomic_path(output) as tmp:
+        raw = tmp + ".raw.onnx"
+        say(f"exporting with {route} at opset {opset}")
+        _torch_export(spec, loaded, route, opset, raw)
+        say("simplifying")
+        model, before, after = simplify_file(raw, spec.input_names(loaded), spec.output_name)
+        for f in (raw, raw + "_data", raw + ".data"):
+            if os.path.exists(f):
+                os.remove(f)
+        if opset_of(model) != opset:
+            raise ExportError(f"the exporter wrote opset {opset_of(model)} instead of {opset}")
+        keep = spec.keep_float(model)
+        set_metadata(model, {
+            "voxport.version": __version__,
+            "voxport.arch": spec.name,
+            "voxport.task": spec.task(loaded),
+            "voxport.source": json.dumps(loaded.source),
+            "voxport.keep_float": json.dumps(keep),
+            "sample_rate": spec.sample_rate,
+            **{f"voxport.{k}": v for k, v in spec.metadata(loaded).items()},
+        })
+        save_model(model, tmp, external_data)
+        say("checking dynamic axes")
+        shapes = check_dynamic(tmp, spec, loaded)
+        size = file_size(tmp)
+    return ExportResult(
+        path=output, arch=spec.name, opset=opset, route=route,
+        inputs=spec.input_names(loaded), outputs=[spec.output_name],
+        nodes_before=before, nodes_after=after, size_bytes=size, keep_float=keep,
+        seconds=time.time() - t0, checked_shapes=shapes,
+    )
+
+
+def _torch_export(spec, loaded, route, opset, path):
+    import torch
+
+    module = spec.export_module(loaded, route)
+    args = spec.example_inputs(loaded)
+    names = spec.input_names(loaded)
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if route == "dynamo":
+                batch, time_ = torch.export.Dim("batch_size"), torch.export.Dim("num_samples", min=spec.min_samples(loaded))
+                dyn = {n: {0: batch, 1: time_} for n in names}
+                prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=names,
+                                         output_names=[spec.output_name], dynamic_shapes=dyn, optimize=True,
+                                         verbose=False)
+                prog.save(path, external_data=_needs_external(module))
+            else:
+                axes = {n: {0: "batch_size", 1: "num_samples"} for n in names}
+                axes[spec.output_name] = spec.output_axes(loaded) if hasattr(spec, "output_axes") else {0: "batch_size"}
+                torch.onnx.export(module, args, path, dynamo=False, opset_version=opset, input_names=names,
+                                  output_names=[spec.output_name], dynamic_axes=axes, do_constant_folding=True)
+    except ExportError:
+        raise
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"torch.onnx.export ({route}, opset {opset}) failed: {msg[:300]}") from e
+
+
+def _needs_external(module) -> bool:
+    n = sum(p.numel() * p.element_size() for p in module.parameters())
+    return n > 1_800_000_000
+
+
+def simplify_file(path: str, input_names: list, output_name: str):
+    """onnxsim constant folding, then fresh shape inference and the full checker. Returns (model, nodes before, after)."""
+    import onnx
+    import onnxsim
+
+    model = onnx.load(path)
+    before = len(model.graph.node)
+    del model.graph.value_info[:]  # stale annotations from the exporter break shape inference
+    big = model.ByteSize() > 1_800_000_000
+    try:
+        simple, ok = onnxsim.simplify(model, check_n=0, skip_shape_inference=big)
+    except Exception as e:
+        raise ExportError(f"onnxsim failed: {str(e).splitlines()[0][:300]}") from e
+    if not ok:
+        raise ExportError("onnxsim could not validate the simplified graph")
+    if not big:
+        simple = reinfer_shapes(simple)
+        onnx.checker.check_model(simple, full_check=True)
+    got = [i.name for i in simple.graph.input]
+    if got != list(input_names) or [o.name for o in simple.graph.output] != [output_name]:
+        raise ExportError(f"graph IO is {got} -> {[o.name for o in simple.graph.output]}, expected {input_names} -> [{output_name}]")
+    return simple, before, len(simple.graph.node)
+
+
+def check_dynamic(path: str, spec, loaded) -> list:
+    """Run the file on shapes other than the example one; a frozen axis fails here."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    rng = np.random.default_rng(0)
+    done = []
+    for b, n in spec.check_shapes(loaded):
+        feed = {"input_values": (0.1 * rng.standard_normal((b, n))).astype(np.float32)}
+        if "attention_mask" in names:
+            feed["attention_mask"] = np.ones((b, n), np.int64)
+        try:
+            out = sess.run(None, feed)[0]
+        except Exception as e:
+            raise ExportError(f"exported graph fails on batch {b} x {n} samples: {str(e).splitlines()[0][:200]}") from e
+        if out.shape[0] != b:
+            raise ExportError(f"exported graph returns batch {out.shape[0]} for batch {b}: the batch axis was frozen")
+        done.append([b, n])
+    return done

@@ -1,0 +1,77 @@
+"""Small helpers on ONNX files: metadata, shape annotations, atomic writes."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000  # protobuf's 2 GB limit, with margin
+
+
+def read_metadata(model) -> dict:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model, values: dict) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for k, v in values.items():
+        if k in existing:
+            existing[k].value = str(v)
+        else:
+            p = model.metadata_props.add()
+            p.key, p.value = k, str(v)
+
+
+def opset_of(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def reinfer_shapes(model):
+    """Drop every intermediate shape annotation and infer them again from the graph."""
+    import onnx
+
+    del model.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+
+
+def model_size(model) -> int:
+    return model.ByteSize()
+
+
+def save_model(model, path: str, external_data: bool | None = None) -> None:
+    """Save, with weights in a side file when the model is too big for one protobuf."""
+    import onnx
+
+    if external_data is None:
+        external_data = model_size(model) > EXTERNAL_DATA_THRESHOLD
+    if external_data:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + "_data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+
+
+def file_size(path: str) -> int:
+    """Size of an ONNX file plus its external data file if it has one."""
+    size = os.path.getsize(path)
+    data = path + "_data"
+    if os.path.exists(data):
+        size += os.path.getsize(data)
+    return size
+
+
+@contextlib.contextmanager
+def atomic_path(final: str):
+    """Yield a temporary path beside `final`; move it (and an `_data` side file) into place on success."""
+    d = os.path.dirname(os.path.abspath(final))
+    os.makedirs(d, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=".voxport-", dir=d)
+    tmp = os.path.join(tmpdir, os.path.basename(final))
+    try:
+        yield tmp
+        if os.path.exists(tmp + "_data"):
+            os.replace(tmp + "_data", final + "_data")
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,174 @@
+"""Typed results of each stage."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+
+class Status(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_RUN = "not run"
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+class _ToDict:
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class ExportResult(_ToDict):
+    path: str
+    arch: str
+    opset: int
+    route: str
+    inputs: list
+    outputs: list
+    nodes_before: int
+    nodes_after: int
+    size_bytes: int
+    keep_float: list
+    seconds: float
+    checked_shapes: list = field(default_factory=list)
+
+    def to_table(self) -> str:
+        return (
+            f"exported {self.arch} -> {self.path}\n"
+            f"  opset {self.opset} ({self.route}), nodes {self.nodes_before} -> {self.nodes_after} after simplify, "
+            f"{self.size_bytes / 1e6:.1f} MB, {self.seconds:.1f} s\n"
+            f"  inputs {', '.join(self.inputs)}; outputs {', '.join(self.outputs)}\n"
+            f"  dynamic axes checked on {len(self.checked_shapes)} shapes; kept float when quantizing: {len(self.keep_float)} nodes"
+        )
+
+
+@dataclass(frozen=True)
+class QuantizeResult(_ToDict):
+    path: str
+    mode: str
+    size_bytes: int
+    source_size_bytes: int
+    kept_float: list
+    options: dict
+    seconds: float
+
+    def to_table(self) -> str:
+        return (
+            f"quantized ({self.mode}) -> {self.path}\n"
+            f"  {self.source_size_bytes / 1e6:.1f} MB -> {self.size_bytes / 1e6:.1f} MB, "
+            f"{len(self.kept_float)} nodes kept float, {self.seconds:.1f} s"
+        )
+
+
+@dataclass(frozen=True)
+class FileReport(_ToDict):
+    """Parity of one ONNX file against the PyTorch reference over the whole suite."""
+
+    file: str
+    kind: str
+    runtime: str
+    status: Status
+    cases: int
+    max_abs_logit: float
+    mean_abs_logit: float
+    max_abs_prob: float
+    mean_abs_prob: float
+    over_1e2: int
+    over_1e1: int
+    argmax_agree: int
+    argmax_total: int
+    tolerance: dict
+    reasons: list = field(default_factory=list)
+    worst_case: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def agreement(self) -> float:
+        return self.argmax_agree / self.argmax_total if self.argmax_total else 1.0
+
+
+@dataclass(frozen=True)
+class VerifyReport(_ToDict):
+    status: Status
+    files: list
+    cases: list
+    reference: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == Status.PASSED
+
+    def to_table(self) -> str:
+        head = f"{'file':<28} {'runtime':<8} {'max|dlogit|':>11} {'mean|dlogit|':>12} {'max|dp|':>9} {'>1e-2':>6} {'>1e-1':>6} {'argmax':>13}  status"
+        lines = [f"reference: {self.reference}; {len(self.cases)} cases", head]
+        for f in self.files:
+            lines.append(
+                f"{f.file:<28} {f.runtime:<8} {f.max_abs_logit:>11.2e} {f.mean_abs_logit:>12.2e} {f.max_abs_prob:>9.2e} "
+                f"{f.over_1e2:>6} {f.over_1e1:>6} {f.argmax_agree:>5}/{f.argmax_total:<5} {f.agreement:>6.1%}  {f.status.value}"
+            )
+            for r in f.reasons:
+                lines.append(f"    {r}")
+        lines.append(f"verify: {self.status.value}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BuildResult(_ToDict):
+    folder: str
+    export: ExportResult
+    quantized: list
+    verify: VerifyReport
+    files: dict
+    seconds: float
+    peak_rss_mb: float
+
+    def to_table(self) -> str:
+        lines = [self.export.to_table()]
+        lines += [q.to_table() for q in self.quantized]
+        lines.append(self.verify.to_table())
+        lines.append(f"built {self.folder} in {self.seconds:.1f} s (peak RSS {self.peak_rss_mb:.0f} MB)")
+        for name, size in self.files.items():
+            lines.append(f"  {name:<32} {size / 1e6:>9.2f} MB")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BenchRow(_ToDict):
+    name: str
+    runtime: str
+    size_bytes: int
+    seconds_audio: float
+    median_ms: float
+    p95_ms: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class BenchResult(_ToDict):
+    folder: str
+    threads: int
+    rows: list
+    cpu: str
+
+    def to_table(self) -> str:
+        lines = [f"bench {self.folder}: {self.threads} threads, {self.cpu}",
+                 f"{'variant':<28} {'runtime':<12} {'size MB':>8} {'audio s':>8} {'median ms':>10} {'p95 ms':>8} {'x torch':>8}"]
+        torch_ms = {r.seconds_audio: r.median_ms for r in self.rows if r.runtime == "pytorch"}
+        for r in self.rows:
+            ratio = torch_ms.get(r.seconds_audio)
+            rel = f"{r.median_ms / ratio:.2f}" if ratio else "-"
+            size = f"{r.size_bytes / 1e6:.1f}" if r.size_bytes else "-"
+            lines.append(f"{r.name:<28} {r.runtime:<12} {size:>8} {r.seconds_audio:>8.2f} {r.median_ms:>10.1f} {r.p95_ms:>8.1f} {rel:>8}")
+        return "\n".join(lines)

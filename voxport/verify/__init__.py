@@ -1,0 +1,1 @@
+"""Parity of ONNX files against PyTorch."""

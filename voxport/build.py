@@ -1,0 +1,68 @@
+"""Build: export -> simplify -> quantize -> verify -> Transformers.js folder, all or nothing."""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+from .archs import get_arch
+from .errors import VoxportError
+from .export import export_model
+from .onnxutil import file_size
+from .package import DTYPE_FILES, check_output_dir, publish, write_folder
+from .quantize import quantize
+from .results import BuildResult
+from .verify.check import verify
+
+
+class BuildFailed(VoxportError):
+    """Verification failed: nothing was published."""
+
+    exit_code = 1
+
+    def __init__(self, result):
+        super().__init__(f"verification failed; {result.folder} was not written")
+        self.result = result
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
+          quantize_modes=("q8",), audio=None, force=False, progress=None) -> BuildResult:
+    say = progress or (lambda msg: None)
+    t0 = time.time()
+    spec = get_arch(arch)
+    check_output_dir(output_dir, force)
+    say("loading checkpoint")
+    loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed)
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".voxport-build-", dir=parent)
+    try:
+        onnx_dir = os.path.join(tmp, "onnx")
+        os.makedirs(onnx_dir)
+        fp32 = os.path.join(onnx_dir, DTYPE_FILES["fp32"])
+        ex = export_model(arch, fp32, loaded=loaded, opset=opset, progress=say)
+        qs = []
+        for mode in quantize_modes:
+            say(f"quantizing ({mode})")
+            qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), config_path=os.path.join(tmp, "quantize_config.json")))
+        say("verifying against PyTorch")
+        files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}
+        report = verify(files, loaded, audio=audio)
+        sizes = {name: file_size(p) for name, p in files.items()}
+        say("writing folder")
+        write_folder(tmp, spec, loaded, report, sizes, ex, qs)
+        result = BuildResult(folder=output_dir, export=ex, quantized=qs, verify=report,
+                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb())
+        if not report.passed:
+            raise BuildFailed(result)
+        os.chmod(tmp, 0o755)
+        publish(tmp, output_dir, force)
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""Command line: parse, call the library, print the result, map errors to exit codes."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import click
+
+from .errors import VoxportError
+
+
+def _quiet():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger().setLevel(logging.ERROR)
+    for name in ("torch", "torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _progress(msg: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {msg} ...", err=True)
+
+
+def _emit(result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.to_table())
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VoxportError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+
+def _arch_choice():
+    from .archs import arch_names
+
+    return click.Choice(arch_names())
+
+
+def _source_options(f):
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init.")(f)
+    f = click.option("--random-init", is_flag=True, help="Seeded random weights (offline demos and tests).")(f)
+    f = click.option("--checkpoint", help="Local folder in the upstream layout, or a hub id.")(f)
+    f = click.option("--arch", required=True, type=_arch_choice(), help="Architecture.")(f)
+    return f
+
+
+def _check_source(checkpoint, random_init):
+    if bool(checkpoint) == bool(random_init):
+        raise VoxportError("pass exactly one of --checkpoint FOLDER_OR_HUB_ID and --random-init")
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="voxport")
+def main():
+    """Export speech models to ONNX folders for Transformers.js, verified against PyTorch."""
+    _quiet()
+
+
+@main.command("export-model")
+@_source_options
+@click.option("--opset", type=click.Choice(["17", "18"]), default="18", show_default=True)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--json", "as_json", is_flag=True)
+def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_json):
+    """Export a checkpoint to one simplified ONNX file."""
+    from .export import export_model
+
+    _check_source(checkpoint, random_init)
+    if os.path.exists(output) and not force:
+        raise VoxportError(f"{output} already exists; pass --force to overwrite it")
+    _emit(export_model(arch, output, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset), progress=_progress), as_json)
+
+
+@main.command("quantize")
+@click.argument("input_path", metavar="IN.onnx")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--method", default="dynamic", show_default=True, help="Quantization method.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--json", "as_json", is_flag=True)
+def quantize_cmd(input_path, output, method, per_channel, force, as_json):
+    """Quantize an exported file to q8 (the front end stays float)."""
+    from .quantize import quantize
+
+    if os.path.exists(output) and not force:
+        raise VoxportError(f"{output} already exists; pass --force to overwrite it")
+    _emit(quantize(input_path, output, method=method, per_channel=per_channel), as_json)
+
+
+@main.command("verify")
+@click.argument("target", nargs=-1, required=True)
+@click.option("--arch", default=None, help="With ONNX files: the architecture of the reference.")
+@click.option("--checkpoint", default=None, help="With ONNX files: the reference checkpoint.")
+@click.option("--random-init", is_flag=True)
+@click.option("--seed", type=int, default=0)
+@click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files (any rate/channels), repeatable.")
+@click.option("--runtime", default="python", show_default=True, help="python (onnxruntime).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_json):
+    """Check a built FOLDER (or ONNX files) against PyTorch. Exit 1 when a file fails."""
+    from .verify.check import verify, verify_folder
+
+    if len(target) == 1 and os.path.isdir(target[0]):
+        report = verify_folder(target[0], audio=list(audio), runtime=runtime)
+    else:
+        missing = [t for t in target if not os.path.isfile(t)]
+        if missing:
+            raise VoxportError(f"not found: {missing[0]}; pass a folder made by `voxport build` or .onnx files")
+        if not arch:
+            raise VoxportError("with ONNX files, pass --arch and --checkpoint (or --random-init) for the reference")
+        _check_source(checkpoint, random_init)
+        from .archs import get_arch
+
+        loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed)
+        report = verify({os.path.basename(t): t for t in target}, loaded, audio=list(audio), runtime=runtime)
+    _emit(report, as_json)
+    sys.exit(0 if report.passed else 1)
+
+
+@main.command("build")
+@_source_options
+@click.option("--output-dir", "-o", default=None, help="Folder to write [default: artifacts/<arch>-onnx].")
+@click.option("--opset", type=click.Choice(["17", "18"]), default="18", show_default=True)
+@click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files for verify, repeatable.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--json", "as_json", is_flag=True)
+def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, audio, force, as_json):
+    """All stages: export, simplify, quantize, verify, package."""
+    from .build import BuildFailed, build
+
+    _check_source(checkpoint, random_init)
+    output_dir = output_dir or os.path.join("artifacts", f"{arch}-onnx")
+    try:
+        result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
+                       audio=list(audio), force=force, progress=_progress)
+    except BuildFailed as e:
+        _emit(e.result.verify, as_json)
+        raise
+    _emit(result, as_json)
+
+
+@main.command("bench")
+@click.argument("folder", type=click.Path())
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--runs", type=int, default=20, show_default=True)
+@click.option("--seconds", default="0.75,3", show_default=True, help="Input lengths in seconds, comma-separated.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(folder, threads, runs, seconds, as_json):
+    """Size and latency of PyTorch eager and every ONNX file in FOLDER."""
+    from .bench import bench
+
+    if not os.path.isdir(folder):
+        raise VoxportError(f"folder not found: {folder}; pass a folder made by `voxport build`")
+    try:
+        secs = tuple(float(s) for s in seconds.split(","))
+    except ValueError:
+        raise VoxportError(f"--seconds must be numbers separated by commas, got '{seconds}'") from None
+    _emit(bench(folder, seconds=secs, threads=threads, runs=runs), as_json)
+
+
+if __name__ == "__main__":
+    main()

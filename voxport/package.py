@@ -1,0 +1,129 @@
+"""Package stage: the Transformers.js folder layout. The dtype -> file-name table lives here, once."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from .errors import PackageError
+
+DTYPE_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model_fp16.onnx",
+    "q8": "model_quantized.onnx",
+    "int8": "model_int8.onnx",
+    "uint8": "model_uint8.onnx",
+    "q4": "model_q4.onnx",
+    "q4f16": "model_q4f16.onnx",
+    "bnb4": "model_bnb4.onnx",
+}
+SOURCE_FILE = "voxport.json"
+
+
+def kind_of(file_name: str) -> str:
+    """dtype of a file from its standard name; unknown names count as fp32 when they end in model.onnx."""
+    for dtype, name in DTYPE_FILES.items():
+        if file_name == name:
+            return dtype
+    return "q8" if "quant" in file_name or "q8" in file_name else "fp32"
+
+
+def check_output_dir(folder: str, force: bool) -> None:
+    if os.path.exists(folder) and not force:
+        raise PackageError(f"{folder} already exists; pass --force to replace it or choose another --output-dir")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise PackageError(f"{folder} exists and is not a folder")
+
+
+def publish(tmp: str, folder: str, force: bool) -> None:
+    """Move a finished temporary folder into place, replacing the old one only with force."""
+    check_output_dir(folder, force)
+    if os.path.exists(folder):
+        old = folder.rstrip("/") + ".old-voxport"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
+
+
+def write_json(path: str, data) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_result, quantize_results: list) -> None:
+    """config.json, preprocessor_config.json, extra files, source record and model card into `folder`."""
+    from . import __version__
+
+    if not os.path.isdir(os.path.join(folder, "onnx")):
+        raise PackageError(f"{folder}/onnx is missing")
+    write_json(os.path.join(folder, "config.json"), spec.hf_config(loaded))
+    write_json(os.path.join(folder, "preprocessor_config.json"), spec.preprocessor_config(loaded))
+    for name, data in spec.extra_files(loaded).items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    write_json(os.path.join(folder, SOURCE_FILE), {
+        "voxport_version": __version__,
+        "source": loaded.source,
+        "opset": export_result.opset,
+        "route": export_result.route,
+        "verify": verify_report.to_dict(),
+    })
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(model_card(spec, loaded, verify_report, files, export_result))
+
+
+def model_card(spec, loaded, report, files: dict, export_result) -> str:
+    from . import __version__
+
+    card = spec.card(loaded)
+    task = card.get("pipeline_tag", "audio-classification")
+    front = ["---", "library_name: transformers.js", f"pipeline_tag: {task}", f"license: {card.get('license', 'other')}"]
+    if card.get("base_model"):
+        front.append(f"base_model: {card['base_model']}")
+    front += ["tags:", "- onnx", "- audio", "- voxport", "---", ""]
+    src = loaded.source
+    origin = f"random weights (seed {src.get('seed')}), for demos and tests only" if src.get("random_init") else f"`{src.get('checkpoint')}`"
+    lines = front + [
+        f"# {card.get('title', spec.name)}", "",
+        f"ONNX export of {origin}, made with voxport {__version__} "
+        f"(opset {export_result.opset}, {export_result.route} exporter) and checked against the PyTorch model.", "",
+        "## Usage (Transformers.js)", "", "```js",
+        'import { pipeline } from "@huggingface/transformers";',
+        "",
+        f'const classifier = await pipeline("{task}", "<this-repo-or-folder>", {{ dtype: "q8" }}); // or "fp32"',
+        "const out = await classifier(audio); // Float32Array, 16 kHz mono",
+    ]
+    if card.get("example_label"):
+        lines.append(f"// [{{ label: \"{card['example_label']}\", score: ... }}, ...]")
+    lines += ["```", ""]
+    labels = card.get("labels")
+    if labels:
+        lines += ["Labels: " + ", ".join(f"{k} = {v}" for k, v in labels.items()), ""]
+    for note in card.get("notes", []):
+        lines.append(f"- {note}")
+    lines += ["", "## Files", "", "| dtype | file | size | verify (vs PyTorch) |", "|---|---|---|---|"]
+    by_file = {r.file: r for r in report.files}
+    for dtype, name in DTYPE_FILES.items():
+        if name in files:
+            r = by_file.get(name)
+            line = (f"{r.status.value}: max \\|Δlogit\\| {r.max_abs_logit:.1e}, max \\|Δp\\| {r.max_abs_prob:.1e}, "
+                    f"argmax {r.argmax_agree}/{r.argmax_total}") if r else "not run"
+            lines.append(f"| {dtype} | `onnx/{name}` | {files[name] / 1e6:.1f} MB | {line} |")
+    lines += ["", "## Verification", "",
+              f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)}).", "",
+              "| file | runtime | max \\|Δlogit\\| | mean \\|Δlogit\\| | max \\|Δp\\| | \\|Δp\\|>1e-2 | \\|Δp\\|>1e-1 | argmax agree | tolerance | status |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report.files:
+        tol = r.tolerance
+        t = ", ".join(x for x in [
+            f"\\|Δlogit\\| ≤ {tol['max_abs_logit']:.0e}" if tol.get("max_abs_logit") is not None else "",
+            f"\\|Δp\\| ≤ {tol['max_abs_prob']}" if tol.get("max_abs_prob") is not None else "",
+            f"agree ≥ {tol['min_agreement']:.0%}"] if x)
+        lines.append(f"| {r.file} | {r.runtime} | {r.max_abs_logit:.2e} | {r.mean_abs_logit:.2e} | {r.max_abs_prob:.2e} | "
+                     f"{r.over_1e2} | {r.over_1e1} | {r.argmax_agree}/{r.argmax_total} | {t} | {r.status.value} |")
+    lines += ["", "Re-run the check with `voxport verify <folder>` (add `--audio file.wav` for your own clips).", ""]
+    return "\n".join(lines)

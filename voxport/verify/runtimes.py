@@ -1,0 +1,48 @@
+"""Runtimes that run an ONNX file, behind one interface."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Runtime:
+    name = ""
+
+    def open(self, path: str):
+        """Return a callable: (input_values, attention_mask or None) -> logits."""
+        raise NotImplementedError
+
+
+class OnnxRuntimePython(Runtime):
+    name = "python"
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
+
+    def open(self, path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+
+        def run(input_values: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
+            feed = {"input_values": input_values}
+            if "attention_mask" in names:
+                feed["attention_mask"] = attention_mask if attention_mask is not None else np.ones_like(input_values, dtype=np.int64)
+            return sess.run(None, feed)[0]
+
+        return run
+
+
+RUNTIMES = {"python": OnnxRuntimePython}
+
+
+def get_runtime(name: str) -> Runtime:
+    from ..errors import VoxportError
+
+    if name not in RUNTIMES:
+        raise VoxportError(f"unknown runtime '{name}'; choose one of: {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]()

@@ -96,6 +96,10 @@ class ArchSpec:
         with torch.inference_mode():
             return loaded.model(*args).float().numpy()
 
+    def extra_checks(self, loaded: Loaded, kind: str, cases: list, refs: list, outs: list) -> tuple:
+        """Architecture-specific checks on top of logits parity: (extra figures dict, failure reasons list)."""
+        return {}, []
+
     # package
     def hf_config(self, loaded: Loaded) -> dict:
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """Verify stage: every ONNX file against the PyTorch model, on the suite and on user audio."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -38,9 +39,13 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
     for label, path in files.items():
         kind = kind_of(os.path.basename(path))
         tol = spec.tolerances.get(kind) or spec.tolerances["q8"]
-        run = rt.open(path)
-        outs = [run(c.input_values, c.attention_mask) for c in cases]
-        reports.append(compare(label, kind, rt.name, cases, refs, outs, tol))
+        outs = rt.run_cases(path, cases)
+        rep = compare(label, kind, rt.name, cases, refs, outs, tol)
+        extra, reasons = spec.extra_checks(loaded, kind, cases, refs, outs)
+        if extra or reasons:
+            rep = dataclasses.replace(rep, extra={**rep.extra, **extra}, reasons=rep.reasons + reasons,
+                                      status=Status.FAILED if (reasons or rep.reasons) else rep.status)
+        reports.append(rep)
     ok = all(r.status == Status.PASSED for r in reports)
     return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports,
                         cases=[c.name for c in cases], reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)})")

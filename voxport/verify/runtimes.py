@@ -5,7 +5,14 @@ import numpy as np
 
 
 class Runtime:
+    """Runs one ONNX file on every verify case. `output` says what run_cases returns per case."""
+
     name = ""
+    output = "logits"
+
+    def run_cases(self, path: str, cases: list) -> list:
+        run = self.open(path)
+        return [run(c.input_values, c.attention_mask) for c in cases]
 
     def open(self, path: str):
         """Return a callable: (input_values, attention_mask or None) -> logits."""

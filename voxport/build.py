@@ -32,13 +32,14 @@ def peak_rss_mb() -> float:
 
 
 def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
-          quantize_modes=("q8",), audio=None, force=False, progress=None) -> BuildResult:
+          quantize_modes=("q8",), audio=None, force=False, progress=None, load_options=None) -> BuildResult:
+    """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA)."""
     say = progress or (lambda msg: None)
     t0 = time.time()
     spec = get_arch(arch)
     check_output_dir(output_dir, force)
     say("loading checkpoint")
-    loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed)
+    loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed, **(load_options or {}))
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".voxport-build-", dir=parent)
@@ -50,7 +51,8 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         qs = []
         for mode in quantize_modes:
             say(f"quantizing ({mode})")
-            qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), config_path=os.path.join(tmp, "quantize_config.json")))
+            qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), per_channel=spec.q8_per_channel,
+                               config_path=os.path.join(tmp, "quantize_config.json")))
         say("verifying against PyTorch")
         files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}
         report = verify(files, loaded, audio=audio)

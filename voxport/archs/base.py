@@ -47,6 +47,7 @@ class ArchSpec:
     # opset -> export route ("dynamo" or "torchscript")
     routes: dict = {18: "dynamo", 17: "torchscript"}
     tolerances: dict = {}
+    q8_per_channel: bool = True  # chosen per architecture by measured parity
 
     # loading
     def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:

@@ -1,0 +1,191 @@
+"""ECAPA: state-dict compatibility, front end, export, quantize, verify."""
+import collections
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from voxport.archs import get_arch
+from voxport.archs.ecapa import MIN_SAMPLES, UPSTREAM_KEYS, build_model
+from voxport.errors import CheckpointError
+from voxport.export import export_model
+from voxport.onnxutil import read_metadata
+from voxport.quantize import quantize
+from voxport.verify.check import verify
+from voxport.verify.suite import speech_like
+
+from .conftest import save_ecapa_checkpoint
+
+# fp32 export vs eager PyTorch: same math, only kernel order (and FFT vs DFT) differ; 1e-4 is the issue's bar
+FP32_TOL = 1e-4
+
+
+def upstream_logmel(x):
+    """The upstream front end as written there: filter and MelSpectrogram built inside the call."""
+    import torch.nn.functional as F
+    import torchaudio
+
+    flipped = torch.FloatTensor([-0.97, 1.0]).unsqueeze(0).unsqueeze(0)
+    x = F.conv1d(F.pad(x.unsqueeze(1), (1, 0), "reflect"), flipped).squeeze(1)
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, f_min=20,
+                                               f_max=7600, window_fn=torch.hamming_window, n_mels=80)
+    x = (mel(x) + 1e-6).log()
+    return x - torch.mean(x, dim=-1, keepdim=True)
+
+
+def test_state_dict_matches_upstream_layout():
+    sd = build_model(1024).state_dict()
+    assert len(sd) == UPSTREAM_KEYS
+    assert sum(k.endswith("num_batches_tracked") for k in sd) == 31
+    assert not any(k.startswith("front_end") for k in sd)  # front-end buffers are not persistent
+
+
+@pytest.mark.parametrize("mode,tol", [("stft", 1e-6), ("dft", 1e-4)])
+def test_front_end_matches_upstream(mode, tol):
+    x = torch.from_numpy(np.stack([speech_like(12345, 110, 1), speech_like(12345, 220, 2)]))
+    ref = upstream_logmel(x)
+    got = build_model(8, mode).front_end(x)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() <= tol
+
+
+def test_load_checkpoint_strict_and_bin(tmp_path, ecapa_ckpt):
+    spec = get_arch("ecapa")
+    a = spec.load(checkpoint=ecapa_ckpt)
+    assert a.config == {"C": 64}
+    b_dir = save_ecapa_checkpoint(str(tmp_path / "bin"), C=64, seed=0, fmt="bin")
+    b = spec.load(checkpoint=b_dir)
+    for (k, v), (k2, v2) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+
+def test_wrong_keys_are_listed(tmp_path, ecapa_ckpt):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(os.path.join(ecapa_ckpt, "model.safetensors"))
+    sd["extra.weight"] = torch.zeros(1)
+    del sd["fc7.bias"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    save_file(sd, str(bad / "model.safetensors"))
+    (bad / "config.json").write_text('{"C": 64}')
+    with pytest.raises(CheckpointError, match=r"1 missing \(fc7.bias\), 1 unexpected \(extra.weight\)"):
+        get_arch("ecapa").load(checkpoint=str(bad))
+
+
+def test_config_and_weights_disagree(tmp_path, ecapa_ckpt):
+    import shutil
+
+    d = tmp_path / "c"
+    shutil.copytree(ecapa_ckpt, d)
+    (d / "config.json").write_text('{"C": 1024}')
+    with pytest.raises(CheckpointError, match="C=1024 but the weights have C=64"):
+        get_arch("ecapa").load(checkpoint=str(d))
+
+
+def _ort(path):
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("opset", [18, 17])
+def test_export_dynamic_axes_and_parity(tmp_path, ecapa_ckpt, opset):
+    spec = get_arch("ecapa")
+    loaded = spec.load(checkpoint=ecapa_ckpt)
+    out = str(tmp_path / "m.onnx")
+    r = export_model("ecapa", out, loaded=loaded, opset=opset)
+    m = onnx.load(out)
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    onnx.checker.check_model(m, full_check=True)
+    assert [i.name for i in m.graph.input] == ["input_values"] and [o.name for o in m.graph.output] == ["logits"]
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_param and not d.dim_value for d in dims)  # both axes symbolic
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert r.nodes_after <= r.nodes_before
+    meta = read_metadata(m)
+    assert meta["sample_rate"] == "16000"
+    assert json.loads(meta["voxport.front_end"])["n_mels"] == 80
+    assert json.loads(meta["voxport.source"])["checkpoint"] == os.path.abspath(ecapa_ckpt)
+    assert meta["voxport.version"]
+    keep = json.loads(meta["voxport.keep_float"])
+    ops = collections.Counter(n.op_type for n in m.graph.node if n.name in keep)
+    assert ops["MatMul"] == 1 and ops["Log"] == 0  # the mel filterbank, nothing past the log
+    assert ops["Conv"] >= 1  # pre-emphasis
+    sess = _ort(out)
+    for b, n in [(1, MIN_SAMPLES), (3, 16000), (5, 7777)]:
+        x = np.stack([speech_like(n, 100 + 30 * i, i) for i in range(b)])
+        with torch.no_grad():
+            ref = loaded.model(torch.from_numpy(x)).numpy()
+        got = sess.run(None, {"input_values": x})[0]
+        assert got.shape == (b, 2)
+        assert np.abs(got - ref).max() <= FP32_TOL
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, ecapa_ckpt):
+    loaded = get_arch("ecapa").load(checkpoint=ecapa_ckpt)
+    out = str(tmp_path_factory.mktemp("exp") / "model.onnx")
+    export_model("ecapa", out, loaded=loaded)
+    return out, loaded
+
+
+def test_quantize_keeps_front_end_float(tmp_path, exported):
+    src, loaded = exported
+    out = str(tmp_path / "model_quantized.onnx")
+    r = quantize(src, out)
+    q = onnx.load(out)
+    ops = collections.Counter(n.op_type for n in q.graph.node)
+    assert ops["ConvInteger"] >= 30 and ops["MatMulInteger"] >= 1
+    keep = set(r.kept_float)
+    kept = [n for n in q.graph.node if n.name in keep]
+    assert collections.Counter(n.op_type for n in kept)["MatMul"] == 1  # mel filterbank still float
+    cfg = json.load(open(tmp_path / "quantize_config.json"))
+    opts = cfg["files"]["model_quantized.onnx"]
+    assert opts["per_channel"] is True and opts["weight_type"] == "QUInt8"
+    assert sorted(opts["nodes_kept_float"]) == sorted(keep)
+    assert read_metadata(q)["voxport.arch"] == "ecapa"
+    assert r.size_bytes < os.path.getsize(src) / 3
+    report = verify({"model_quantized.onnx": out}, loaded)
+    assert report.passed, report.to_table()
+
+
+def test_quantize_refuses_file_without_metadata(tmp_path, exported):
+    from voxport.errors import QuantizeError
+
+    m = onnx.load(exported[0])
+    del m.metadata_props[:]
+    p = str(tmp_path / "plain.onnx")
+    onnx.save(m, p)
+    with pytest.raises(QuantizeError, match="export it with `voxport export-model`"):
+        quantize(p, str(tmp_path / "q.onnx"))
+    assert not os.path.exists(tmp_path / "q.onnx")
+
+
+def test_verify_detects_a_drifting_file(tmp_path, exported):
+    src, loaded = exported
+    m = onnx.load(src)
+    gemm = [n for n in m.graph.node if n.op_type in ("Gemm", "MatMul")][-1]
+    inits = {i.name: i for i in m.graph.initializer}
+    w = next(inits[x] for x in gemm.input if x in inits)
+    arr = onnx.numpy_helper.to_array(w) * 1.01
+    w.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), w.name))
+    bad = str(tmp_path / "model.onnx")
+    onnx.save(m, bad)
+    report = verify({"model.onnx": bad}, loaded)
+    assert not report.passed
+    assert "max |dlogit|" in report.files[0].reasons[0]
+
+
+def test_suite_covers_the_issue_cases(ecapa_ckpt):
+    spec = get_arch("ecapa")
+    loaded = spec.load(checkpoint=ecapa_ckpt)
+    cases = spec.cases(loaded)
+    lengths = [c.input_values.shape[1] for c in cases]
+    batches = {c.input_values.shape[0] for c in cases}
+    assert min(lengths) == MIN_SAMPLES and max(lengths) == 30 * 16000
+    assert batches == {1, 3}
+    assert any(np.all(c.input_values == 0) for c in cases)  # silence
+    assert any(np.abs(c.input_values).max() == 1.0 for c in cases)  # clipping

@@ -1,6 +1,7 @@
 """Build: export -> simplify -> quantize -> verify -> Transformers.js folder, all or nothing."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import shutil
@@ -59,6 +60,9 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         sizes = {name: file_size(p) for name, p in files.items()}
         say("writing folder")
         write_folder(tmp, spec, loaded, report, sizes, ex, qs)
+        final = lambda p: os.path.join(output_dir, os.path.relpath(p, tmp))  # noqa: E731
+        ex = dataclasses.replace(ex, path=final(ex.path))
+        qs = [dataclasses.replace(q, path=final(q.path)) for q in qs]
         result = BuildResult(folder=output_dir, export=ex, quantized=qs, verify=report,
                              files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb())
         if not report.passed:

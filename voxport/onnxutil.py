@@ -75,3 +75,23 @@ def atomic_path(final: str):
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def topological_sort(model) -> None:
+    """Reorder graph nodes so every node follows its producers (some converters append nodes at the end)."""
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ValueError(f"graph has a cycle or a missing input near node {rest[0].name}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)

@@ -1,24 +1,50 @@
 """Quantize stage: one module per method; each takes an ONNX file and writes another."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 
 from ..errors import QuantizeError
-from .dynamic import quantize_dynamic_q8
+from .common import Skipped
+from .dynamic import quantize_dynamic_8bit
+from .fp16 import quantize_fp16
+from .weight_only import quantize_weight_only
 
-METHODS = {"dynamic": quantize_dynamic_q8}
+# q8 methods: "dynamic" (ConvInteger, CPU/WASM) or "weight-only" (DequantizeLinear, runs on WebGPU too)
+Q8_METHODS = {
+    "dynamic": functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="q8"),
+    "weight-only": functools.partial(quantize_weight_only, mode="q8"),
+}
+# mode (Transformers.js dtype) -> method
+MODES = {
+    "q8": None,  # chosen by q8_method
+    "int8": functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="int8"),
+    "uint8": functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="uint8"),
+    "fp16": quantize_fp16,
+}
+DEFAULT_Q8_METHOD = "dynamic"
 
 
-def quantize(input_path: str, output: str, method: str = "dynamic", per_channel: bool = True, config_path: str | None = None):
-    """Quantize `input_path` into `output` and record the options in quantize_config.json beside it."""
-    if method not in METHODS:
-        raise QuantizeError(f"unknown quantization method '{method}'; choose one of: {', '.join(METHODS)}")
+def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,
+             config_path: str | None = None):
+    """Write `output` from `input_path` in `mode` and record the options in quantize_config.json beside it."""
+    if mode not in MODES:
+        raise QuantizeError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
     if not os.path.isfile(input_path):
         raise QuantizeError(f"ONNX file not found: {input_path}")
-    result = METHODS[method](input_path, output, per_channel=per_channel)
+    if mode == "q8":
+        method = method or DEFAULT_Q8_METHOD
+        if method not in Q8_METHODS:
+            raise QuantizeError(f"unknown q8 method '{method}'; choose one of: {', '.join(Q8_METHODS)}")
+        fn = Q8_METHODS[method]
+    else:
+        fn = MODES[mode]
+    result = fn(input_path, output, per_channel=per_channel)
+    result = dataclasses.replace(result, path=output)
     write_config(config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json"),
-                 os.path.basename(output), result.options)
+                 os.path.basename(output), {"mode": mode, **result.options})
     return result
 
 
@@ -40,3 +66,6 @@ def write_config(path: str, file_name: str, options: dict) -> None:
         json.dump(data, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+__all__ = ["quantize", "MODES", "Q8_METHODS", "DEFAULT_Q8_METHOD", "Skipped"]

@@ -132,24 +132,59 @@ def exported(tmp_path_factory, ecapa_ckpt):
     return out, loaded
 
 
-def test_quantize_keeps_front_end_float(tmp_path, exported):
+@pytest.mark.parametrize("method", ["dynamic", "weight-only"])
+def test_q8_keeps_front_end_float(tmp_path, exported, method):
     src, loaded = exported
     out = str(tmp_path / "model_quantized.onnx")
-    r = quantize(src, out)
+    r = quantize(src, out, method=method)
     q = onnx.load(out)
     ops = collections.Counter(n.op_type for n in q.graph.node)
-    assert ops["ConvInteger"] >= 30 and ops["MatMulInteger"] >= 1
+    if method == "dynamic":
+        assert ops["ConvInteger"] >= 30 and ops["MatMulInteger"] + ops["MatMul"] >= 1
+    else:  # runs on WebGPU: no integer kernels, int8 weights behind DequantizeLinear
+        assert not ops["ConvInteger"] and not ops["MatMulInteger"] and not ops["DynamicQuantizeLinear"]
+        weights = [i for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1]
+        assert ops["DequantizeLinear"] == len(weights) >= 10
     keep = set(r.kept_float)
     kept = [n for n in q.graph.node if n.name in keep]
     assert collections.Counter(n.op_type for n in kept)["MatMul"] == 1  # mel filterbank still float
+    fb = next(n for n in kept if n.op_type == "MatMul")
+    inits = {i.name: i for i in q.graph.initializer}
+    assert any(inits[x].data_type == onnx.TensorProto.FLOAT for x in fb.input if x in inits)
     cfg = json.load(open(tmp_path / "quantize_config.json"))
     opts = cfg["files"]["model_quantized.onnx"]
-    assert opts["per_channel"] is True and opts["weight_type"] == "QUInt8"
+    assert opts["per_channel"] is True and opts["method"] == method
     assert sorted(opts["nodes_kept_float"]) == sorted(keep)
     assert read_metadata(q)["voxport.arch"] == "ecapa"
     assert r.size_bytes < os.path.getsize(src) / 3
     report = verify({"model_quantized.onnx": out}, loaded)
     assert report.passed, report.to_table()
+
+
+def test_fp16_loads_keeps_io_float32_and_front_end(tmp_path, exported):
+    src, loaded = exported
+    out = str(tmp_path / "model_fp16.onnx")
+    r = quantize(src, out, mode="fp16")
+    m = onnx.load(out)
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    onnx.checker.check_model(m, full_check=True)
+    halves = [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(halves) > 50
+    types = {v.name: v.type.tensor_type.elem_type for v in m.graph.value_info}
+    log = next(n for n in m.graph.node if n.op_type == "Log")
+    assert types[log.input[0]] == onnx.TensorProto.FLOAT and log.name in r.kept_float
+    assert r.size_bytes < 0.55 * os.path.getsize(src)
+    report = verify({"model_fp16.onnx": out}, loaded)
+    assert report.passed and report.files[0].kind == "fp16", report.to_table()
+
+
+def test_q4_is_skipped_with_a_reason_on_a_conv_model(tmp_path, exported):
+    from voxport.quantize import Skipped
+
+    with pytest.raises(Skipped, match="weights are in MatMul"):
+        quantize(exported[0], str(tmp_path / "model_q4.onnx"), mode="q4")
+    assert not os.path.exists(tmp_path / "model_q4.onnx")
 
 
 def test_quantize_refuses_file_without_metadata(tmp_path, exported):

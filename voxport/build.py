@@ -13,7 +13,7 @@ from .errors import VoxportError
 from .export import export_model
 from .onnxutil import file_size
 from .package import DTYPE_FILES, check_output_dir, publish, write_folder
-from .quantize import quantize
+from .quantize import MODES, Skipped, quantize
 from .results import BuildResult
 from .verify.check import verify
 
@@ -33,11 +33,14 @@ def peak_rss_mb() -> float:
 
 
 def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
-          quantize_modes=("q8",), audio=None, force=False, progress=None, load_options=None) -> BuildResult:
+          quantize_modes=("q8",), q8_method=None, audio=None, force=False, progress=None, load_options=None) -> BuildResult:
     """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA)."""
     say = progress or (lambda msg: None)
     t0 = time.time()
     spec = get_arch(arch)
+    unknown = [m for m in quantize_modes if m not in MODES]
+    if unknown:
+        raise VoxportError(f"unknown quantization mode '{unknown[0]}'; choose from: {', '.join(MODES)}")
     check_output_dir(output_dir, force)
     say("loading checkpoint")
     loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed, **(load_options or {}))
@@ -49,22 +52,26 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         os.makedirs(onnx_dir)
         fp32 = os.path.join(onnx_dir, DTYPE_FILES["fp32"])
         ex = export_model(arch, fp32, loaded=loaded, opset=opset, progress=say)
-        qs = []
+        qs, skipped = [], {}
         for mode in quantize_modes:
             say(f"quantizing ({mode})")
-            qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), per_channel=spec.q8_per_channel,
-                               config_path=os.path.join(tmp, "quantize_config.json")))
+            try:
+                qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), mode=mode, method=q8_method,
+                                   per_channel=spec.q8_per_channel, config_path=os.path.join(tmp, "quantize_config.json")))
+            except Skipped as e:
+                skipped[mode] = str(e)
+                say(str(e))
         say("verifying against PyTorch")
         files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}
         report = verify(files, loaded, audio=audio)
         sizes = {name: file_size(p) for name, p in files.items()}
         say("writing folder")
-        write_folder(tmp, spec, loaded, report, sizes, ex, qs)
+        write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped)
         final = lambda p: os.path.join(output_dir, os.path.relpath(p, tmp))  # noqa: E731
         ex = dataclasses.replace(ex, path=final(ex.path))
         qs = [dataclasses.replace(q, path=final(q.path)) for q in qs]
         result = BuildResult(folder=output_dir, export=ex, quantized=qs, verify=report,
-                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb())
+                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb(), skipped=skipped)
         if not report.passed:
             raise BuildFailed(result)
         os.chmod(tmp, 0o755)

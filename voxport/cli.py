@@ -84,17 +84,19 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
 @main.command("quantize")
 @click.argument("input_path", metavar="IN.onnx")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
-@click.option("--method", default="dynamic", show_default=True, help="Quantization method.")
+@click.option("--mode", default="q8", show_default=True, type=click.Choice(["q8", "int8", "uint8", "fp16", "q4", "q4f16"]),
+              help="Transformers.js dtype to produce.")
+@click.option("--method", default=None, help="q8 method: weight-only (default) or dynamic.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True)
-def quantize_cmd(input_path, output, method, per_channel, force, as_json):
-    """Quantize an exported file to q8 (the front end stays float)."""
+def quantize_cmd(input_path, output, mode, method, per_channel, force, as_json):
+    """Quantize an exported file (the front end stays float)."""
     from .quantize import quantize
 
     if os.path.exists(output) and not force:
         raise VoxportError(f"{output} already exists; pass --force to overwrite it")
-    _emit(quantize(input_path, output, method=method, per_channel=per_channel), as_json)
+    _emit(quantize(input_path, output, mode=mode, method=method, per_channel=per_channel), as_json)
 
 
 @main.command("verify")
@@ -131,10 +133,14 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @_source_options
 @click.option("--output-dir", "-o", default=None, help="Folder to write [default: artifacts/<arch>-onnx].")
 @click.option("--opset", type=click.Choice(["17", "18"]), default="18", show_default=True)
+@click.option("--quantize", "modes", default="q8", show_default=True,
+              help="Comma-separated dtypes to build besides fp32: q8,fp16,int8,uint8,q4,q4f16.")
+@click.option("--q8-method", default=None, type=click.Choice(["weight-only", "dynamic"]),
+              help="How the q8 file is made [default: weight-only].")
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files for verify, repeatable.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True)
-def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, audio, force, as_json):
+def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, audio, force, as_json):
     """All stages: export, simplify, quantize, verify, package."""
     from .build import BuildFailed, build
 
@@ -142,6 +148,7 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, audio, for
     output_dir = output_dir or os.path.join("artifacts", f"{arch}-onnx")
     try:
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
+                       quantize_modes=tuple(m.strip() for m in modes.split(",") if m.strip()), q8_method=q8_method,
                        audio=list(audio), force=force, progress=_progress)
     except BuildFailed as e:
         _emit(e.result.verify, as_json)

@@ -54,7 +54,8 @@ def write_json(path: str, data) -> None:
         f.write("\n")
 
 
-def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_result, quantize_results: list) -> None:
+def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_result, quantize_results: list,
+                 skipped: dict | None = None) -> None:
     """config.json, preprocessor_config.json, extra files, source record and model card into `folder`."""
     from . import __version__
 
@@ -73,10 +74,10 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
         "verify": verify_report.to_dict(),
     })
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(model_card(spec, loaded, verify_report, files, export_result))
+        f.write(model_card(spec, loaded, verify_report, files, export_result, quantize_results, skipped or {}))
 
 
-def model_card(spec, loaded, report, files: dict, export_result) -> str:
+def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None) -> str:
     from . import __version__
 
     card = spec.card(loaded)
@@ -113,6 +114,12 @@ def model_card(spec, loaded, report, files: dict, export_result) -> str:
             line = (f"{r.status.value}: max \\|Δlogit\\| {r.max_abs_logit:.1e}, max \\|Δp\\| {r.max_abs_prob:.1e}, "
                     f"argmax {r.argmax_agree}/{r.argmax_total}") if r else "not run"
             lines.append(f"| {dtype} | `onnx/{name}` | {files[name] / 1e6:.1f} MB | {line} |")
+    methods = {os.path.basename(q.path): q.options.get("method", "") for q in quantize_results}
+    if methods:
+        lines += ["", "Quantized files: " + "; ".join(f"`{k}` {v}" for k, v in methods.items())
+                  + " (options and reasons in `quantize_config.json`)."]
+    for mode, why in (skipped or {}).items():
+        lines.append(f"- not built: {why}")
     lines += ["", "## Verification", "",
               f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)}).", "",
               "| file | runtime | max \\|Δlogit\\| | mean \\|Δlogit\\| | max \\|Δp\\| | \\|Δp\\|>1e-2 | \\|Δp\\|>1e-1 | argmax agree | tolerance | status |",

@@ -133,10 +133,12 @@ class BuildResult(_ToDict):
     files: dict
     seconds: float
     peak_rss_mb: float
+    skipped: dict = field(default_factory=dict)
 
     def to_table(self) -> str:
         lines = [self.export.to_table()]
         lines += [q.to_table() for q in self.quantized]
+        lines += [f"skipped {mode}: {why}" for mode, why in self.skipped.items()]
         lines.append(self.verify.to_table())
         lines.append(f"built {self.folder} in {self.seconds:.1f} s (peak RSS {self.peak_rss_mb:.0f} MB)")
         for name, size in self.files.items():

@@ -10,6 +10,7 @@ from ..errors import QuantizeError
 from .common import Skipped
 from .dynamic import quantize_dynamic_8bit
 from .fp16 import quantize_fp16
+from .q4 import quantize_q4
 from .weight_only import quantize_weight_only
 
 # q8 methods: "dynamic" (ConvInteger, CPU/WASM) or "weight-only" (DequantizeLinear, runs on WebGPU too)
@@ -23,8 +24,12 @@ MODES = {
     "int8": functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="int8"),
     "uint8": functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="uint8"),
     "fp16": quantize_fp16,
+    "q4": functools.partial(quantize_q4, mode="q4"),
+    "q4f16": functools.partial(quantize_q4, mode="q4f16", fp16=True),
 }
-DEFAULT_Q8_METHOD = "dynamic"
+# weight-only by measured parity: on the calibrated C=1024 ECAPA, max |dp| 0.014 vs 0.021 (dynamic) at the same
+# 15.8 MB, and it runs on WebGPU; dynamic is no faster on AVX2 CPUs without VNNI.
+DEFAULT_Q8_METHOD = "weight-only"
 
 
 def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,

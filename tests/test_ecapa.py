@@ -224,3 +224,21 @@ def test_suite_covers_the_issue_cases(ecapa_ckpt):
     assert batches == {1, 3}
     assert any(np.all(c.input_values == 0) for c in cases)  # silence
     assert any(np.abs(c.input_values).max() == 1.0 for c in cases)  # clipping
+
+
+def test_explain_finds_the_front_end_and_meets_a_target(tmp_path, exported):
+    from voxport.quantize.sensitivity import explain
+
+    src, loaded = exported
+    r = explain(src, mode="q8", method="weight-only", target=0.002)
+    top = r.ranking[0]
+    assert top.op_type == "MatMul" and top.kept_by_exporter  # the mel filterbank: quantized alone, outputs go non-finite
+    assert top.max_abs_prob == float("inf")
+    assert all(x.max_abs_prob < 0.15 for x in r.ranking[1:])
+    assert r.achieved <= 0.002 and r.size_bytes >= r.base_size_bytes
+    assert set(r.kept_float) <= {x.node for x in r.ranking[1:]}
+    out = str(tmp_path / "model_quantized.onnx")
+    q = quantize(src, out, extra_float=r.kept_float)
+    assert set(r.kept_float) <= set(q.kept_float)
+    report = verify({"model_quantized.onnx": out}, loaded)
+    assert report.files[0].max_abs_prob <= 0.002 + 1e-3, report.to_table()  # the verify suite adds its 30 s case

@@ -83,20 +83,38 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
 
 @main.command("quantize")
 @click.argument("input_path", metavar="IN.onnx")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Output file (not needed with --explain alone).")
 @click.option("--mode", default="q8", show_default=True, type=click.Choice(["q8", "int8", "uint8", "fp16", "q4", "q4f16"]),
               help="Transformers.js dtype to produce.")
-@click.option("--method", default=None, help="q8 method: weight-only (default) or dynamic.")
+@click.option("--method", default=None, type=click.Choice(["weight-only", "dynamic"]), help="q8 method [default: weight-only].")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel.")
+@click.option("--explain", is_flag=True, help="Rank nodes by the error that quantizing each alone causes on the verify suite.")
+@click.option("--target-delta", type=float, default=None,
+              help="Keep the fewest most-sensitive nodes float so max |dp| <= this; writes --output.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True)
-def quantize_cmd(input_path, output, mode, method, per_channel, force, as_json):
+def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, force, as_json):
     """Quantize an exported file (the front end stays float)."""
     from .quantize import quantize
 
-    if os.path.exists(output) and not force:
+    if not os.path.isfile(input_path):
+        raise VoxportError(f"ONNX file not found: {input_path}")
+    if output is None and not (explain and target_delta is None):
+        raise VoxportError("pass --output OUT.onnx (or --explain alone to only rank the nodes)")
+    if output and os.path.exists(output) and not force:
         raise VoxportError(f"{output} already exists; pass --force to overwrite it")
-    _emit(quantize(input_path, output, mode=mode, method=method, per_channel=per_channel), as_json)
+    extra = []
+    if explain or target_delta is not None:
+        from .quantize.sensitivity import explain as run_explain
+
+        report = run_explain(input_path, mode=mode, method=method, target=target_delta, progress=_progress)
+        _emit(report, as_json)
+        extra = report.kept_float
+        if output is None:
+            return
+    result = quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, extra_float=extra)
+    if not as_json:
+        _emit(result, as_json)
 
 
 @main.command("verify")

@@ -33,7 +33,7 @@ DEFAULT_Q8_METHOD = "weight-only"
 
 
 def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,
-             config_path: str | None = None):
+             config_path: str | None = None, extra_float=(), replace_float=False, write_config_file: bool = True):
     """Write `output` from `input_path` in `mode` and record the options in quantize_config.json beside it."""
     if mode not in MODES:
         raise QuantizeError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
@@ -46,10 +46,11 @@ def quantize(input_path: str, output: str, mode: str = "q8", method: str | None 
         fn = Q8_METHODS[method]
     else:
         fn = MODES[mode]
-    result = fn(input_path, output, per_channel=per_channel)
+    result = fn(input_path, output, per_channel=per_channel, extra_float=extra_float, replace_float=replace_float)
     result = dataclasses.replace(result, path=output)
-    write_config(config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json"),
-                 os.path.basename(output), {"mode": mode, **result.options})
+    if write_config_file:
+        write_config(config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json"),
+                     os.path.basename(output), {"mode": mode, **result.options})
     return result
 
 

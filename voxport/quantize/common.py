@@ -14,8 +14,9 @@ class Skipped(QuantizeError):
     """A mode that does not apply to this model; the message says why."""
 
 
-def read_source(input_path: str):
-    """(model without external weights, metadata, keep-float node names)."""
+def read_source(input_path: str, extra_float=(), replace_float=False):
+    """(model without external weights, metadata, keep-float node names: the exporter's plus extra_float,
+    or extra_float alone with replace_float, as the sensitivity analysis needs)."""
     import onnx
 
     try:
@@ -25,7 +26,8 @@ def read_source(input_path: str):
     meta = read_metadata(src)
     if "voxport.keep_float" not in meta:
         raise QuantizeError(f"{input_path} has no voxport metadata saying what must stay float; export it with `voxport export-model` first")
-    keep = json.loads(meta["voxport.keep_float"])
+    base = json.loads(meta["voxport.keep_float"])
+    keep = list(extra_float) if replace_float else base + [n for n in extra_float if n not in base]
     names = {n.name for n in src.graph.node}
     missing = [k for k in keep if k not in names]
     if missing:

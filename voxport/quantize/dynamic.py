@@ -19,13 +19,13 @@ from .common import finish, has_external_data, read_source
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
-def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, weight_type: str = "QUInt8", mode: str = "q8"):
+def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, weight_type: str = "QUInt8", mode: str = "q8"):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing we already did
     t0 = time.time()
-    _, meta, keep = read_source(input_path)
+    _, meta, keep = read_source(input_path, extra_float, replace_float)
     options = {
         "method": "dynamic",
         "weight_type": weight_type,

@@ -87,12 +87,12 @@ def to_fp16(model, keep: set):
     return model
 
 
-def quantize_fp16(input_path: str, output: str, per_channel: bool = True, mode: str = "fp16"):
+def quantize_fp16(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "fp16"):
     import onnx
     import onnxruntime as ort
 
     t0 = time.time()
-    _, meta, keep = read_source(input_path)
+    _, meta, keep = read_source(input_path, extra_float, replace_float)
     model = onnx.load(input_path)
     block = list(keep)
     first_log = next((n.name for n in model.graph.node if n.op_type == "Log"), None)

@@ -22,12 +22,12 @@ def matmul_share(model, keep: set) -> float:
     return mm / total if total else 0.0
 
 
-def quantize_q4(input_path: str, output: str, per_channel: bool = True, mode: str = "q4", fp16: bool = False):
+def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "q4", fp16: bool = False):
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer, RTNWeightOnlyQuantConfig  # noqa: F401
 
     t0 = time.time()
-    src, meta, keep = read_source(input_path)
+    src, meta, keep = read_source(input_path, extra_float, replace_float)
     share = matmul_share(onnx.load(input_path), set(keep))
     if share < MIN_MATMUL_SHARE:
         raise Skipped(f"only {share:.0%} of the weights are in MatMul nodes (4-bit applies to MatMul only)")

@@ -25,12 +25,12 @@ def _axis(node, w_dims) -> int:
     return len(w_dims) - 1
 
 
-def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, mode: str = "q8"):
+def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "q8"):
     import onnx
     from onnx import helper, numpy_helper
 
     t0 = time.time()
-    _, meta, keep = read_source(input_path)
+    _, meta, keep = read_source(input_path, extra_float, replace_float)
     model = onnx.load(input_path)
     inits = initializer_map(model)
     keep_set = set(keep)

@@ -1,0 +1,165 @@
+"""Which nodes hurt when quantized: per-node error on the verify suite, and the fewest nodes to keep
+float to meet a parity target."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import QuantizeError
+from ..results import _ToDict
+
+QUANTIZABLE = ("Conv", "MatMul", "Gemm")
+MAX_CASE_SAMPLES = 3 * 16000  # long clips add time, not information, to a ranking
+
+
+@dataclass(frozen=True)
+class NodeSensitivity(_ToDict):
+    node: str
+    op_type: str
+    weights: int
+    kept_by_exporter: bool
+    max_abs_prob: float
+    max_abs_logit: float
+
+
+@dataclass(frozen=True)
+class SensitivityReport(_ToDict):
+    file: str
+    mode: str
+    method: str
+    cases: int
+    ranking: list
+    target: float | None = None
+    kept_float: list = field(default_factory=list)
+    achieved: float | None = None
+    size_bytes: int | None = None
+    base_size_bytes: int | None = None
+    seconds: float = 0.0
+
+    def to_table(self) -> str:
+        lines = [f"sensitivity of {self.file} ({self.mode}, {self.method}) on {self.cases} cases: each node quantized alone",
+                 f"{'rank':>4} {'node':<44} {'op':<8} {'weights':>9} {'max|dp|':>9} {'max|dlogit|':>11}"]
+        for i, r in enumerate(self.ranking, 1):
+            mark = "  (front end, kept float)" if r.kept_by_exporter else ""
+            lines.append(f"{i:>4} {r.node[:44]:<44} {r.op_type:<8} {r.weights:>9} {r.max_abs_prob:>9.2e} {r.max_abs_logit:>11.2e}{mark}")
+        if self.target is not None:
+            lines.append(f"target max |dp| <= {self.target}: keep {len(self.kept_float)} more nodes float -> "
+                         f"max |dp| {self.achieved:.2e}, {self.size_bytes / 1e6:.2f} MB "
+                         f"(+{(self.size_bytes - self.base_size_bytes) / 1e6:.2f} MB over all-quantized)")
+        return "\n".join(lines)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _quantizable(path: str) -> list:
+    """(name, op type, weight count, kept float by the exporter) of every node with a weight initializer."""
+    from .common import read_source
+
+    model, meta, keep = read_source(path)
+    inits = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    keep = set(keep)
+    return [(n.name, n.op_type, inits.get(n.input[1], 0), n.name in keep) for n in model.graph.node
+            if n.op_type in QUANTIZABLE and n.input[1] in inits]
+
+
+def _suite(path: str):
+    """Verify cases for the file's source model (from its metadata), long ones left out."""
+    import onnx
+
+    from ..archs import get_arch
+    from ..onnxutil import read_metadata
+
+    meta = read_metadata(onnx.load(path, load_external_data=False))
+    source = json.loads(meta.get("voxport.source", "null") or "null")
+    if not source:
+        raise QuantizeError(f"{path} has no source record in its metadata; export it with `voxport export-model`")
+    spec = get_arch(source["arch"])
+    loaded = spec.load(**source)
+    return [c for c in spec.cases(loaded) if c.input_values.shape[1] <= MAX_CASE_SAMPLES]
+
+
+class _Runner:
+    def __init__(self, cases):
+        self.cases = cases
+
+    def outputs(self, path):
+        from ..verify.runtimes import OnnxRuntimePython
+
+        run = OnnxRuntimePython().open(path)
+        return [run(c.input_values, c.attention_mask) for c in self.cases]
+
+    @staticmethod
+    def error(ref, out):
+        if not all(np.isfinite(o).all() for o in out):
+            return float("inf"), float("inf")  # e.g. a quantized mel filterbank going negative under the log
+        dp = max(float(np.abs(_softmax(o.astype(np.float64)) - _softmax(r.astype(np.float64))).max()) for r, o in zip(ref, out))
+        dl = max(float(np.abs(o - r).max()) for r, o in zip(ref, out))
+        return dp, dl
+
+
+def explain(path: str, mode: str = "q8", method: str | None = None, target: float | None = None, progress=None) -> SensitivityReport:
+    from . import DEFAULT_Q8_METHOD, quantize
+
+    say = progress or (lambda m: None)
+    t0 = time.time()
+    method = method or (DEFAULT_Q8_METHOD if mode == "q8" else mode)
+    nodes = _quantizable(path)
+    if not nodes:
+        raise QuantizeError(f"{path} has no quantizable nodes")
+    runner = _Runner(_suite(path))
+    ref = runner.outputs(path)
+    names = [n for n, _, _, _ in nodes]
+    tmp = tempfile.mkdtemp(prefix="voxport-explain-")
+    try:
+        out = os.path.join(tmp, "q.onnx")
+        ranking = []
+        for i, (name, op, weights, kept) in enumerate(nodes):
+            say(f"node {i + 1}/{len(nodes)}: {name}")
+            quantize(path, out, mode=mode, method=method, extra_float=[n for n in names if n != name], replace_float=True,
+                     write_config_file=False)
+            dp, dl = runner.error(ref, runner.outputs(out))
+            ranking.append(NodeSensitivity(name, op, weights, kept, dp, dl))
+        ranking.sort(key=lambda r: -r.max_abs_prob)
+        report = dict(file=path, mode=mode, method=method, cases=len(runner.cases), ranking=ranking)
+        if target is not None:
+            ranked = [r.node for r in ranking if not r.kept_by_exporter]
+            kept, achieved, size, base = keep_for_target(path, out, mode, method, ranked, runner, ref, target, say)
+            report.update(target=target, kept_float=kept, achieved=achieved, size_bytes=size, base_size_bytes=base)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return SensitivityReport(**report, seconds=time.time() - t0)
+
+
+def keep_for_target(path, out, mode, method, ranked, runner, ref, target, say):
+    """Fewest of the most sensitive nodes to keep float so that max |dp| <= target (binary search on k)."""
+    from . import quantize
+
+    def trial(k):
+        r = quantize(path, out, mode=mode, method=method, extra_float=ranked[:k], write_config_file=False)
+        return runner.error(ref, runner.outputs(out))[0], r.size_bytes
+
+    base_err, base_size = trial(0)
+    if base_err <= target:
+        return [], base_err, base_size, base_size
+    lo, hi = 0, len(ranked)
+    best = trial(hi)
+    if best[0] > target:
+        raise QuantizeError(f"max |dp| {best[0]:.3g} even with every node float; the target {target} is out of reach")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        say(f"trying {mid} nodes float")
+        res = trial(mid)
+        if res[0] <= target:
+            hi, best = mid, res
+        else:
+            lo = mid
+    return ranked[:hi], best[0], best[1], base_size

@@ -33,7 +33,7 @@ def peak_rss_mb() -> float:
 
 
 def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
-          quantize_modes=("q8",), q8_method=None, audio=None, force=False, progress=None, load_options=None) -> BuildResult:
+          quantize_modes=("q8",), q8_method=None, q8_target=None, audio=None, force=False, progress=None, load_options=None) -> BuildResult:
     """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA)."""
     say = progress or (lambda msg: None)
     t0 = time.time()
@@ -55,9 +55,16 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         qs, skipped = [], {}
         for mode in quantize_modes:
             say(f"quantizing ({mode})")
+            extra = []
+            if mode == "q8" and q8_target is not None:
+                from .quantize.sensitivity import explain
+
+                say(f"ranking nodes for a q8 max |dp| <= {q8_target}")
+                extra = explain(fp32, mode="q8", method=q8_method, target=q8_target).kept_float
             try:
                 qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), mode=mode, method=q8_method,
-                                   per_channel=spec.q8_per_channel, config_path=os.path.join(tmp, "quantize_config.json")))
+                                   per_channel=spec.q8_per_channel, config_path=os.path.join(tmp, "quantize_config.json"),
+                                   extra_float=extra))
             except Skipped as e:
                 skipped[mode] = str(e)
                 say(str(e))

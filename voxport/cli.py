@@ -155,10 +155,12 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
               help="Comma-separated dtypes to build besides fp32: q8,fp16,int8,uint8,q4,q4f16.")
 @click.option("--q8-method", default=None, type=click.Choice(["weight-only", "dynamic"]),
               help="How the q8 file is made [default: weight-only].")
+@click.option("--q8-target", type=float, default=None,
+              help="Keep the most sensitive nodes float until the q8 file's max |dp| on the suite is at most this.")
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files for verify, repeatable.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True)
-def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, audio, force, as_json):
+def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, audio, force, as_json):
     """All stages: export, simplify, quantize, verify, package."""
     from .build import BuildFailed, build
 
@@ -167,7 +169,7 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
     try:
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
                        quantize_modes=tuple(m.strip() for m in modes.split(",") if m.strip()), q8_method=q8_method,
-                       audio=list(audio), force=force, progress=_progress)
+                       q8_target=q8_target, audio=list(audio), force=force, progress=_progress)
     except BuildFailed as e:
         _emit(e.result.verify, as_json)
         raise

@@ -118,6 +118,9 @@ class VerifyReport(_ToDict):
                 f"{f.file:<28} {f.runtime:<8} {f.max_abs_logit:>11.2e} {f.mean_abs_logit:>12.2e} {f.max_abs_prob:>9.2e} "
                 f"{f.over_1e2:>6} {f.over_1e1:>6} {f.argmax_agree:>5}/{f.argmax_total:<5} {f.agreement:>6.1%}  {f.status.value}"
             )
+            if f.extra:
+                lines.append("    " + ", ".join(f"{k.replace('_', ' ')}: {v:.2e}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
+                                                for k, v in f.extra.items()))
             for r in f.reasons:
                 lines.append(f"    {r}")
         lines.append(f"verify: {self.status.value}")

@@ -97,6 +97,9 @@ class ArchSpec:
         with torch.inference_mode():
             return loaded.model(*args).float().numpy()
 
+    def tolerance(self, loaded: Loaded, kind: str) -> Tolerance:
+        return self.tolerances.get(kind) or self.tolerances["q8"]
+
     def extra_checks(self, loaded: Loaded, kind: str, cases: list, refs: list, outs: list) -> tuple:
         """Architecture-specific checks on top of logits parity: (extra figures dict, failure reasons list)."""
         return {}, []

@@ -1,0 +1,434 @@
+"""The transformers wav2vec2 family: wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech(-SAT).
+
+Task from the checkpoint: ...ForSequenceClassification -> audio-classification, ...ForCTC -> CTC ASR.
+The graph takes `attention_mask` exactly when the feature extractor returns one (layer-norm
+checkpoints); group-norm checkpoints change with padding, so they get none and verify reports how far
+a padded clip drifts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from ..errors import CheckpointError
+from . import register
+from .base import ArchSpec, Case, Loaded, Tolerance
+
+MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
+# Transformers.js routes by model_type; types its pipelines do not know run through wav2vec2's classes
+# (the graph is self-contained, the JS model class only feeds it).
+JS_CTC_TYPES = ("wav2vec2", "hubert", "unispeech", "unispeech-sat")
+JS_CLS_TYPES = ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat")
+CONFIG_CLASSES = {
+    "wav2vec2": "Wav2Vec2Config", "hubert": "HubertConfig", "wavlm": "WavLMConfig",
+    "data2vec-audio": "Data2VecAudioConfig", "unispeech": "UniSpeechConfig", "unispeech-sat": "UniSpeechSatConfig",
+}
+CLASS_PREFIX = {
+    "wav2vec2": "Wav2Vec2", "hubert": "Hubert", "wavlm": "WavLM", "data2vec-audio": "Data2VecAudio",
+    "unispeech": "UniSpeech", "unispeech-sat": "UniSpeechSat",
+}
+PRESETS = {
+    # a few-layer model for tests and demos
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                 conv_dim=(32, 32, 32), conv_kernel=(8, 8, 8), conv_stride=(4, 4, 4),
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2),
+    # wav2vec2-base (95M) and XLS-R-300M shapes, for benchmarks
+    "base": dict(),
+    "xls-r-300m": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
+DEFAULT_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("abcdefghijklmnopqrstuvwxyz'") + list("áâãàçéêíóôõú")
+
+
+def _quiet_transformers():
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls", norm: str = "layer",
+                    preset: str = "tiny", seed: int = 0, vocab: list | None = None, num_labels: int = 2) -> str:
+    """Save a random-weight checkpoint in the layout save_pretrained writes (plus feature extractor and vocab)."""
+    import torch
+    import transformers
+
+    _quiet_transformers()
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model type '{model_type}'; choose one of {', '.join(MODEL_TYPES)}")
+    if preset not in PRESETS:
+        raise CheckpointError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    kw = dict(PRESETS[preset])
+    layer = norm == "layer"
+    kw.update(feat_extract_norm="layer" if layer else "group", do_stable_layer_norm=layer)
+    if model_type == "data2vec-audio":
+        kw.pop("feat_extract_norm")
+        kw.pop("do_stable_layer_norm")
+        layer = True  # data2vec-audio always uses layer norm in its feature encoder
+    vocab = vocab or DEFAULT_VOCAB
+    if task == "ctc":
+        kw.update(vocab_size=len(vocab), pad_token_id=0)
+    else:
+        kw.update(num_labels=num_labels, id2label={i: f"label_{i}" for i in range(num_labels)},
+                  label2id={f"label_{i}": i for i in range(num_labels)})
+    if model_type in ("wavlm",):
+        kw.setdefault("num_buckets", 32)
+    config = getattr(transformers, CONFIG_CLASSES[model_type])(**kw)
+    head = "ForCTC" if task == "ctc" else "ForSequenceClassification"
+    cls = getattr(transformers, CLASS_PREFIX[model_type] + head)
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    if task == "cls":
+        # a head with some spread, so decisions are not all ties
+        with torch.no_grad():
+            model.classifier.weight.normal_(0, 1.0)
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                               do_normalize=True, return_attention_mask=layer)
+    fe.save_pretrained(folder)
+    if task == "ctc":
+        with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump({t: i for i, t in enumerate(vocab)}, f, ensure_ascii=False)
+        with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump({"tokenizer_class": "Wav2Vec2CTCTokenizer", "pad_token": "<pad>", "unk_token": "<unk>",
+                       "bos_token": "<s>", "eos_token": "</s>", "word_delimiter_token": "|", "do_lower_case": False}, f)
+    return folder
+
+
+def _resolve(checkpoint: str) -> str:
+    if os.path.isdir(checkpoint):
+        return checkpoint
+    if os.path.exists(checkpoint) or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") != 1:
+        raise CheckpointError(f"checkpoint folder not found: {checkpoint}; pass a save_pretrained folder or a hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(checkpoint, allow_patterns=["*.json", "*.safetensors", "*.txt", "LICENSE*", "README.md"])
+    except Exception as e:
+        raise CheckpointError(f"cannot download '{checkpoint}' from the hub ({type(e).__name__}); download it and pass the local folder") from None
+
+
+def _module(model, uses_mask: bool):
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_values, attention_mask=None):
+            return self.model(input_values, attention_mask=attention_mask).logits
+
+    class LogitsNoMask(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_values):
+            return self.model(input_values).logits
+
+    return (Logits() if uses_mask else LogitsNoMask()).eval()
+
+
+@register
+class Wav2Vec2Spec(ArchSpec):
+    name = "wav2vec2"
+    # TorchScript for both: measured faster than dynamo's graph (Erf left unfused, IsNaN guards).
+    routes = {18: "torchscript", 17: "torchscript"}
+    tolerances = {
+        "fp32": Tolerance(max_abs_logit=1e-4, min_agreement=1.0, why="same float32 math; attention/conv kernel order ~1e-6"),
+        "fp16": Tolerance(max_abs_prob=0.05, min_agreement=0.95, why="float16 through 12-24 transformer layers"),
+        "q8": Tolerance(max_abs_prob=0.2, min_agreement=0.9,
+                        why="8-bit transformer weights; frame decisions on near-uniform CTC frames may flip"),
+        "q4": Tolerance(max_abs_prob=0.3, min_agreement=0.8, why="4-bit block weights"),
+    }
+    tolerances["int8"] = tolerances["uint8"] = tolerances["q8"]
+    tolerances["q4f16"] = tolerances["q4"]
+
+    def load(self, checkpoint=None, random_init=False, seed=0, model_type="wav2vec2", task="cls", norm="layer",
+             preset="tiny", **kw) -> Loaded:
+        import transformers
+
+        _quiet_transformers()
+        tmp = None
+        if random_init:
+            tmp = tempfile.mkdtemp(prefix="voxport-w2v-")
+            folder = make_checkpoint(tmp, model_type=model_type, task=task, norm=norm, preset=preset, seed=seed)
+            source = {"arch": self.name, "checkpoint": None, "random_init": True, "seed": seed, "model_type": model_type,
+                      "task": task, "norm": norm, "preset": preset}
+        else:
+            if not checkpoint:
+                raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for a seeded tiny model")
+            folder = _resolve(checkpoint)
+            source = {"arch": self.name, "checkpoint": os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint,
+                      "random_init": False, "seed": None}
+        try:
+            cfg = transformers.AutoConfig.from_pretrained(folder)
+        except Exception as e:
+            raise CheckpointError(f"{folder} has no readable config.json ({str(e).splitlines()[0][:120]}); pass a save_pretrained folder") from None
+        if cfg.model_type not in MODEL_TYPES:
+            raise CheckpointError(f"model_type '{cfg.model_type}' is not in the wav2vec2 family ({', '.join(MODEL_TYPES)})")
+        archs = cfg.architectures or []
+        if any(a.endswith("ForCTC") for a in archs):
+            head, task = "ForCTC", "ctc"
+        elif any(a.endswith("ForSequenceClassification") for a in archs):
+            head, task = "ForSequenceClassification", "cls"
+        else:
+            raise CheckpointError(f"config.json architectures {archs} has no ...ForCTC or ...ForSequenceClassification head")
+        cls = getattr(transformers, CLASS_PREFIX[cfg.model_type] + head)
+        try:
+            model = cls.from_pretrained(folder, attn_implementation="eager").eval()
+        except Exception as e:
+            raise CheckpointError(f"cannot load the weights in {folder}: {str(e).splitlines()[0][:200]}") from None
+        if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+            fe = transformers.Wav2Vec2FeatureExtractor.from_pretrained(folder)
+        else:
+            fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                                       return_attention_mask=getattr(cfg, "feat_extract_norm", "layer") == "layer")
+        extra = {"folder": folder, "feature_extractor": fe, "tmp": tmp}
+        if task == "ctc":
+            vocab_path = os.path.join(folder, "vocab.json")
+            if not os.path.isfile(vocab_path):
+                raise CheckpointError(f"{folder} has no vocab.json; a CTC checkpoint needs its vocabulary")
+            with open(vocab_path, encoding="utf-8") as f:
+                vocab = json.load(f)
+            tcfg = {}
+            tcfg_path = os.path.join(folder, "tokenizer_config.json")
+            if os.path.isfile(tcfg_path):
+                with open(tcfg_path, encoding="utf-8") as f:
+                    tcfg = json.load(f)
+            extra.update(vocab=vocab, tokenizer_config=tcfg)
+        config = {"model_type": cfg.model_type, "task": task, "uses_mask": bool(fe.return_attention_mask),
+                  "do_normalize": bool(fe.do_normalize), "norm": getattr(cfg, "feat_extract_norm", "layer")}
+        return Loaded(arch=self.name, model=_module(model, config["uses_mask"]), source=source, config=config, extra=extra)
+
+    def task(self, loaded):
+        return "automatic-speech-recognition" if loaded.config["task"] == "ctc" else "audio-classification"
+
+    def input_names(self, loaded):
+        return ["input_values", "attention_mask"] if loaded.config["uses_mask"] else ["input_values"]
+
+    def _lengths(self, loaded, n):
+        import torch
+
+        return int(loaded.model.model._get_feat_extract_output_lengths(torch.tensor(n)))
+
+    def min_samples(self, loaded):
+        n = 1
+        while self._lengths(loaded, n) < 2:
+            n += 1
+        return n
+
+    def output_axes(self, loaded):
+        return {0: "batch_size", 1: "num_frames"} if loaded.config["task"] == "ctc" else {0: "batch_size"}
+
+    def example_inputs(self, loaded):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 16000, generator=g)
+        if not loaded.config["uses_mask"]:
+            return (x,)
+        mask = torch.ones(2, 16000, dtype=torch.int64)
+        mask[1, 12000:] = 0
+        return (x, mask)
+
+    def check_shapes(self, loaded):
+        return [(1, 8000), (3, 13579), (5, 20000)]
+
+    def keep_float(self, onnx_model):
+        """Every Conv: the convolutional feature encoder and the positional conv. Quantizing them roughly
+        doubles CTC logit error for little speed (measured: frame agreement 93.6% -> 86.7%)."""
+        return sorted(n.name for n in onnx_model.graph.node if n.op_type == "Conv")
+
+    def metadata(self, loaded):
+        return {"model_type": loaded.config["model_type"], "uses_attention_mask": str(loaded.config["uses_mask"]).lower()}
+
+    # verify
+    def _prep(self, loaded, x):
+        if loaded.config["do_normalize"]:
+            x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+        return x.astype(np.float32)
+
+    def cases(self, loaded):
+        from ..verify.suite import speech_like
+
+        prep = lambda x: self._prep(loaded, x)  # noqa: E731
+        n_min = self.min_samples(loaded)
+        cases = [
+            Case("speech 1 s", prep(speech_like(16000, 120, 1))[None]),
+            Case("speech 2.5 s", prep(speech_like(40000, 210, 2))[None]),
+            Case(f"minimum {n_min} samples", prep(speech_like(n_min, 150, 3))[None]),
+            Case("silence 1 s", np.zeros((1, 16000), np.float32)),
+            Case("batch 3 x 1 s", np.stack([prep(speech_like(16000, f, s)) for s, f in [(4, 100), (5, 180), (6, 240)]])),
+        ]
+        if loaded.config["uses_mask"]:
+            lengths = [24000, 15000, 5600]
+            x = np.zeros((3, max(lengths)), np.float32)
+            mask = np.zeros((3, max(lengths)), np.int64)
+            for i, (n, f0) in enumerate(zip(lengths, [110, 200, 160])):
+                x[i, :n] = prep(speech_like(n, f0, 7 + i))
+                mask[i, :n] = 1
+            cases.append(Case("padded batch 1.5/0.94/0.35 s, masked", x, mask, lengths))
+        return cases
+
+    def reference(self, loaded, case):
+        """PyTorch on each row alone (unpadded); frames a padded row does not have are NaN (not compared)."""
+        import torch
+
+        if case.lengths is None:
+            return super().reference(loaded, case)
+        outs = []
+        for i, n in enumerate(case.lengths):
+            x = torch.from_numpy(case.input_values[i:i + 1, :n])
+            args = (x, torch.ones_like(x, dtype=torch.int64)) if loaded.config["uses_mask"] else (x,)
+            with torch.inference_mode():
+                outs.append(loaded.model(*args)[0].float().numpy())
+        if loaded.config["task"] != "ctc":
+            return np.stack(outs)
+        frames = self._lengths(loaded, case.input_values.shape[1])
+        ref = np.full((len(outs), frames, outs[0].shape[-1]), np.nan, np.float32)
+        for i, o in enumerate(outs):
+            ref[i, : o.shape[0]] = o
+        return ref
+
+    def extra_checks(self, loaded, kind, cases, refs, outs):
+        extra, reasons = {}, []
+        if loaded.config["task"] == "ctc":
+            pairs = []
+            for ref, out in zip(refs, outs):
+                for r, o in zip(ref, out):
+                    valid = np.isfinite(r).all(-1)
+                    pairs.append((self.transcribe(loaded, r[valid]), self.transcribe(loaded, o[valid])))
+            same = sum(a == b for a, b in pairs)
+            extra["transcripts_equal"] = f"{same}/{len(pairs)}"
+            extra["cer"] = round(cer([a for a, _ in pairs], [b for _, b in pairs]), 4)
+            if kind == "fp32" and same != len(pairs):
+                reasons.append(f"greedy transcripts differ from PyTorch in {len(pairs) - same} of {len(pairs)} clips")
+        if not loaded.config["uses_mask"]:
+            extra["padding_drift"] = self.padding_drift(loaded)
+        return extra, reasons
+
+    def padding_drift(self, loaded) -> float:
+        """Group-norm checkpoints: max |dlogit| between a clip alone and the same clip zero-padded by 60%, in PyTorch."""
+        import torch
+
+        from ..verify.suite import speech_like
+
+        if "padding_drift" not in loaded.extra:
+            x = self._prep(loaded, speech_like(16000, 150, 11))
+            padded = np.concatenate([x, np.zeros(9600, np.float32)])
+            with torch.inference_mode():
+                a = loaded.model(torch.from_numpy(x)[None])[0].numpy()
+                b = loaded.model(torch.from_numpy(padded)[None])[0].numpy()
+            if loaded.config["task"] == "ctc":
+                b = b[: a.shape[0]]
+            loaded.extra["padding_drift"] = float(np.abs(a - b).max())
+        return loaded.extra["padding_drift"]
+
+    def transcribe(self, loaded, logits) -> str:
+        """Greedy CTC: argmax per frame, merge repeats, drop the blank (pad), `|` -> space."""
+        vocab = loaded.extra["vocab"]
+        tcfg = loaded.extra["tokenizer_config"]
+        id2tok = {i: t for t, i in vocab.items()}
+        pad = tcfg.get("pad_token", "<pad>")
+        delim = tcfg.get("word_delimiter_token", "|")
+        specials = {tcfg.get(k) for k in ("bos_token", "eos_token", "unk_token")} - {None}
+        ids = logits.argmax(-1).tolist()
+        toks = [id2tok.get(i, "") for j, i in enumerate(ids) if j == 0 or i != ids[j - 1]]
+        toks = [t for t in toks if t != pad and t not in specials]
+        return " ".join("".join(toks).replace(delim, " ").split())
+
+    # package
+    def hf_config(self, loaded):
+        import transformers
+
+        cfg = transformers.AutoConfig.from_pretrained(loaded.extra["folder"]).to_dict()
+        mt = cfg["model_type"]
+        task = loaded.config["task"]
+        js_types = JS_CTC_TYPES if task == "ctc" else JS_CLS_TYPES
+        if mt not in js_types:
+            head = "ForCTC" if task == "ctc" else "ForSequenceClassification"
+            cfg["voxport_model_type"] = mt
+            cfg["model_type"] = "wav2vec2"
+            cfg["architectures"] = ["Wav2Vec2" + head]
+        for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+            cfg.pop(k, None)
+        return cfg
+
+    def preprocessor_config(self, loaded):
+        d = loaded.extra["feature_extractor"].to_dict()
+        d["feature_extractor_type"] = "Wav2Vec2FeatureExtractor"
+        return d
+
+    def extra_files(self, loaded):
+        files = {}
+        if loaded.config["task"] == "ctc":
+            tok_json, tok_cfg = ctc_tokenizer_files(loaded.extra["vocab"], loaded.extra["tokenizer_config"])
+            files["tokenizer.json"] = tok_json.encode("utf-8")
+            files["tokenizer_config.json"] = json.dumps(tok_cfg, indent=2, ensure_ascii=False).encode("utf-8")
+            files["vocab.json"] = json.dumps(loaded.extra["vocab"], ensure_ascii=False).encode("utf-8")
+        folder = loaded.extra.get("folder")
+        for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
+            if folder and os.path.isfile(os.path.join(folder, name)):
+                with open(os.path.join(folder, name), "rb") as f:
+                    files["LICENSE"] = f.read()
+        return files
+
+    def card(self, loaded):
+        src = loaded.source.get("checkpoint")
+        hub = src if src and not os.path.isabs(src) and src.count("/") == 1 else None
+        ctc = loaded.config["task"] == "ctc"
+        notes = [f"Source model type: `{loaded.config['model_type']}`; "
+                 + ("takes `attention_mask` (layer-norm feature encoder): padded batches match each clip alone."
+                    if loaded.config["uses_mask"] else
+                    f"no attention mask (group-norm feature encoder): outputs change with padding "
+                    f"(a clip padded by 60% drifts {self.padding_drift(loaded):.2e} in logits, in PyTorch too); run clips one at a time."),
+                 "The convolutional feature encoder stays float in the 8-bit files."]
+        return {"title": f"{loaded.config['model_type']} {'CTC speech recognition' if ctc else 'audio classification'} (ONNX)",
+                "base_model": hub, "license": "apache-2.0",
+                "pipeline_tag": "automatic-speech-recognition" if ctc else "audio-classification", "notes": notes}
+
+
+def ctc_tokenizer_files(vocab: dict, tcfg: dict) -> tuple:
+    """tokenizer.json (built with `tokenizers`) and tokenizer_config.json for CTC greedy decoding.
+
+    The pad token is the CTC blank: it is left out of the special tokens so that decoding with
+    skip_special_tokens still merges repeats around it before the CTC decoder drops it.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    pad = tcfg.get("pad_token", "<pad>")
+    unk = tcfg.get("unk_token", "<unk>")
+    delim = tcfg.get("word_delimiter_token", "|")
+    tok = Tokenizer(models.WordLevel(vocab=dict(vocab), unk_token=unk))
+    tok.normalizer = normalizers.Replace(" ", delim)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.CTC(pad_token=pad, word_delimiter_token=delim, cleanup=True)
+    specials = [t for t in (tcfg.get("bos_token", "<s>"), tcfg.get("eos_token", "</s>"), unk) if t in vocab]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    cfg = {
+        "tokenizer_class": "Wav2Vec2CTCTokenizer",
+        "pad_token": pad, "unk_token": unk, "bos_token": tcfg.get("bos_token", "<s>"), "eos_token": tcfg.get("eos_token", "</s>"),
+        "word_delimiter_token": delim, "do_lower_case": tcfg.get("do_lower_case", False),
+        "clean_up_tokenization_spaces": True, "model_max_length": 1000000000000000019884624838656,
+    }
+    return tok.to_str(pretty=True), cfg
+
+
+def cer(refs: list, hyps: list) -> float:
+    """Character error rate over all pairs (edit distance / reference characters)."""
+    edits = total = 0
+    for r, h in zip(refs, hyps):
+        prev = list(range(len(h) + 1))
+        for i, rc in enumerate(r, 1):
+            cur = [i] + [0] * len(h)
+            for j, hc in enumerate(h, 1):
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rc != hc))
+            prev = cur
+        edits += prev[-1]
+        total += len(r)
+    return edits / total if total else float(edits > 0)

@@ -126,6 +126,7 @@ def simplify_file(path: str, input_names: list, output_name: str):
         raise ExportError(f"onnxsim failed: {str(e).splitlines()[0][:300]}") from e
     if not ok:
         raise ExportError("onnxsim could not validate the simplified graph")
+    constants_to_initializers(simple)
     if not big:
         simple = reinfer_shapes(simple)
         onnx.checker.check_model(simple, full_check=True)
@@ -133,6 +134,20 @@ def simplify_file(path: str, input_names: list, output_name: str):
     if got != list(input_names) or [o.name for o in simple.graph.output] != [output_name]:
         raise ExportError(f"graph IO is {got} -> {[o.name for o in simple.graph.output]}, expected {input_names} -> [{output_name}]")
     return simple, before, len(simple.graph.node)
+
+
+def constants_to_initializers(model) -> None:
+    """Constant nodes holding tensors become initializers, so quantizers see every weight."""
+    keep = []
+    for n in model.graph.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            t = n.attribute[0].t
+            t.name = n.output[0]
+            model.graph.initializer.append(t)
+        else:
+            keep.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def check_dynamic(path: str, spec, loaded) -> list:

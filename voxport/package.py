@@ -61,7 +61,12 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
 
     if not os.path.isdir(os.path.join(folder, "onnx")):
         raise PackageError(f"{folder}/onnx is missing")
-    write_json(os.path.join(folder, "config.json"), spec.hf_config(loaded))
+    config = spec.hf_config(loaded)
+    onnx_dir = os.path.join(folder, "onnx")
+    external = {n[: -len("_data")]: 1 for n in sorted(os.listdir(onnx_dir)) if n.endswith(".onnx_data")}
+    if external:  # weights beside the graph (files over 2 GB): Transformers.js must fetch model.onnx_data too
+        config.setdefault("transformers.js_config", {})["use_external_data_format"] = external
+    write_json(os.path.join(folder, "config.json"), config)
     write_json(os.path.join(folder, "preprocessor_config.json"), spec.preprocessor_config(loaded))
     for name, data in spec.extra_files(loaded).items():
         with open(os.path.join(folder, name), "wb") as f:

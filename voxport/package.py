@@ -139,7 +139,7 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
                      f"{r.over_1e2} | {r.over_1e1} | {r.argmax_agree}/{r.argmax_total} | {t} | {r.status.value} |")
     for r in report.files:
         if r.extra:
-            lines.append(f"- `{r.file}` ({r.runtime}): " + ", ".join(f"{k.replace('_', ' ')} {v:.2e}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+            lines.append(f"- `{r.file}` ({r.runtime}): " + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
                                                                      for k, v in r.extra.items()))
     lines += ["", "Re-run the check with `voxport verify <folder>` (add `--audio file.wav` for your own clips).", ""]
     return "\n".join(lines)

@@ -119,7 +119,7 @@ class VerifyReport(_ToDict):
                 f"{f.over_1e2:>6} {f.over_1e1:>6} {f.argmax_agree:>5}/{f.argmax_total:<5} {f.agreement:>6.1%}  {f.status.value}"
             )
             if f.extra:
-                lines.append("    " + ", ".join(f"{k.replace('_', ' ')}: {v:.2e}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
+                lines.append("    " + ", ".join(f"{k.replace('_', ' ')}: {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
                                                 for k, v in f.extra.items()))
             for r in f.reasons:
                 lines.append(f"    {r}")

@@ -48,6 +48,7 @@ class ArchSpec:
     routes: dict = {18: "dynamo", 17: "torchscript"}
     tolerances: dict = {}
     q8_per_channel: bool = True  # chosen per architecture by measured parity
+    q8_method: str = "weight-only"  # chosen per architecture by measured parity and speed
 
     # loading
     def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:

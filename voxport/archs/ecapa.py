@@ -228,6 +228,9 @@ def _resolve(checkpoint: str) -> str:
 class ECAPASpec(ArchSpec):
     name = "ecapa"
     routes = {18: "dynamo", 17: "torchscript"}
+    # weight-only: on the calibrated C=1024 model max |dp| 0.014 vs 0.021 (dynamic) at the same 15.8 MB,
+    # and it runs on WebGPU; dynamic is no faster on AVX2 CPUs without VNNI.
+    q8_method = "weight-only"
     # One place for the pass criteria of each file kind.
     # One place for the pass criteria of each file kind.
     tolerances = {

@@ -107,11 +107,11 @@ class _Runner:
 
 
 def explain(path: str, mode: str = "q8", method: str | None = None, target: float | None = None, progress=None) -> SensitivityReport:
-    from . import DEFAULT_Q8_METHOD, quantize
+    from . import arch_q8_method, quantize
 
     say = progress or (lambda m: None)
     t0 = time.time()
-    method = method or (DEFAULT_Q8_METHOD if mode == "q8" else mode)
+    method = method or (arch_q8_method(path) if mode == "q8" else mode)
     nodes = _quantizable(path)
     if not nodes:
         raise QuantizeError(f"{path} has no quantizable nodes")

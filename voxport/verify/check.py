@@ -11,6 +11,7 @@ from ..archs import Loaded, get_arch
 from ..errors import PackageError, VoxportError
 from ..package import DTYPE_FILES, SOURCE_FILE, kind_of
 from ..results import FileReport, Status, VerifyReport
+from ..archs.base import Case
 from .audio import load_audio
 from .runtimes import get_runtime
 from .suite import audio_cases
@@ -116,11 +117,125 @@ def folder_files(folder: str) -> dict:
     return files
 
 
+# Transformers.js vs onnxruntime-python on the same file, max |dp|:
+JS_TOLERANCE = {
+    "float": 1e-5,  # fp32 and weight-only int8 (float compute): same math, different SIMD order; 1e-6 seen
+    "fp16": 1e-3,  # float16 kernels differ between WASM and native MLAS in rounding; 3e-5 seen
+    "dynamic": 2e-2,  # WASM's ConvInteger/MatMulInteger round activations differently from native; 2.3e-3 seen
+}
+
+
+def js_tolerance(path: str, kind: str) -> float:
+    import onnx
+
+    from ..onnxutil import read_metadata
+
+    meta = read_metadata(onnx.load(path, load_external_data=False))
+    method = json.loads(meta.get("voxport.quantization", "{}")).get("method")
+    if kind in ("fp16", "q4f16"):
+        return JS_TOLERANCE["fp16"]
+    return JS_TOLERANCE["dynamic"] if method == "dynamic" else JS_TOLERANCE["float"]
+
+
+def row_cases(cases: list) -> list:
+    """Each row of each case alone and unpadded: the JS pipelines take one clip at a time."""
+    out = []
+    for c in cases:
+        for i in range(c.input_values.shape[0]):
+            n = c.lengths[i] if c.lengths else c.input_values.shape[1]
+            name = c.name if c.input_values.shape[0] == 1 else f"{c.name} [{i}]"
+            out.append(Case(name, np.ascontiguousarray(c.input_values[i:i + 1, :n])))
+    return out
+
+
+def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: list | None = None) -> VerifyReport:
+    """Run the folder through Transformers.js and compare with onnxruntime-python and with PyTorch."""
+    from .runtimes import OnnxRuntimePython
+
+    spec = get_arch(loaded.arch)
+    rows = row_cases(build_cases(spec, loaded, audio))
+    refs = [spec.reference(loaded, c) for c in rows]
+    task = spec.task(loaded)
+    labels = spec.hf_config(loaded).get("id2label") if task == "audio-classification" else None
+    by_dtype = {d: n for d, n in DTYPE_FILES.items() if n in files}
+    rt = get_runtime(runtime)
+    results = rt.run_files(folder, list(by_dtype), task, labels, [(c.name, [c.input_values[0]]) for c in rows])
+    info = {k: v for k, v in rt.info.items() if k in ("threads", "crossOriginIsolated", "hardwareConcurrency", "webgpu", "error")}
+    py = OnnxRuntimePython()
+    reports = []
+    for dtype, name in by_dtype.items():
+        kind = kind_of(name)
+        tol = spec.tolerance(loaded, kind)
+        entry = results.get(dtype) or {"error": info.get("error") or "not run"}
+        js_tol = js_tolerance(files[name], kind)
+        base = dict(file=name, kind=kind, runtime=rt.name, cases=len(rows), tolerance={**_tol(tol), "vs_onnxruntime_python": js_tol})
+        if entry.get("error"):
+            reports.append(FileReport(**base, status=Status.FAILED, max_abs_logit=float("nan"), mean_abs_logit=float("nan"),
+                                      max_abs_prob=float("nan"), mean_abs_prob=float("nan"), over_1e2=0, over_1e1=0,
+                                      argmax_agree=0, argmax_total=len(rows), reasons=[f"{rt.name}: {entry['error']}"],
+                                      extra=info))
+            continue
+        got = [r for c in entry["cases"] for r in c["rows"]]
+        ort_out = py.run_cases(files[name], rows)
+        extra = {"load_ms": round(entry["load_ms"], 1), "median_ms": round(entry["median_ms"], 2), **info}
+        reasons = []
+        if task == "automatic-speech-recognition":
+            want_py = [spec.transcribe(loaded, r[0]) for r in refs]
+            want_ort = [spec.transcribe(loaded, o[0]) for o in ort_out]
+            same_py = sum(a == b for a, b in zip(got, want_py))
+            same_ort = sum(a == b for a, b in zip(got, want_ort))
+            extra.update(transcripts_equal_pytorch=f"{same_py}/{len(rows)}", transcripts_equal_ort=f"{same_ort}/{len(rows)}")
+            if same_ort != len(rows):
+                reasons.append(f"transcripts differ from onnxruntime-python in {len(rows) - same_ort} of {len(rows)} clips")
+            if kind == "fp32" and same_py != len(rows):
+                reasons.append(f"transcripts differ from PyTorch in {len(rows) - same_py} of {len(rows)} clips")
+            nan = float("nan")
+            reports.append(FileReport(**base, status=Status.FAILED if reasons else Status.PASSED, max_abs_logit=nan,
+                                      mean_abs_logit=nan, max_abs_prob=nan, mean_abs_prob=nan, over_1e2=0, over_1e1=0,
+                                      argmax_agree=same_py, argmax_total=len(rows), reasons=reasons, extra=extra))
+            continue
+        p_js = np.array([np.asarray(r, dtype=np.float64) for r in got])
+        p_py = np.concatenate([softmax(r.astype(np.float64)) for r in refs])
+        p_ort = np.concatenate([softmax(o.astype(np.float64)) for o in ort_out])
+        d_py, d_ort = np.abs(p_js - p_py), np.abs(p_js - p_ort)
+        extra["max_dp_vs_onnxruntime_python"] = float(np.nanmax(d_ort)) if np.isfinite(d_ort).all() else float("inf")
+        agree = int((p_js.argmax(-1) == p_py.argmax(-1)).sum())
+        if not np.isfinite(d_ort).all() or d_ort.max() > js_tol:
+            reasons.append(f"max |dp| vs onnxruntime-python {extra['max_dp_vs_onnxruntime_python']:.2e} > {js_tol:.0e}")
+        bound = tol.max_abs_prob if tol.max_abs_prob is not None else tol.max_abs_logit
+        if not np.isfinite(d_py).all() or d_py.max() > bound:
+            reasons.append(f"max |dp| vs PyTorch {np.nanmax(d_py):.2e} > {bound}")
+        if agree / len(rows) < tol.min_agreement:
+            reasons.append(f"argmax agreement {agree / len(rows):.1%} < {tol.min_agreement:.0%}")
+        reports.append(FileReport(**base, status=Status.FAILED if reasons else Status.PASSED, max_abs_logit=float("nan"),
+                                  mean_abs_logit=float("nan"), max_abs_prob=float(np.nanmax(d_py)), mean_abs_prob=float(np.nanmean(d_py)),
+                                  over_1e2=int((d_py > 1e-2).sum()), over_1e1=int((d_py > 1e-1).sum()), argmax_agree=agree,
+                                  argmax_total=len(rows), reasons=reasons, extra=extra))
+    ok = all(r.status == Status.PASSED for r in reports)
+    return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports, cases=[c.name for c in rows],
+                        reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)}) and onnxruntime-python")
+
+
 def verify_folder(folder: str, audio: list | None = None, runtime: str = "python", loaded: Loaded | None = None) -> VerifyReport:
-    """Rebuild the reference from the folder's source record and check every file in onnx/."""
+    """Rebuild the reference from the folder's source record and check every file in onnx/ in each runtime
+    (comma-separated: python, node, browser, webgpu)."""
     if not os.path.isdir(folder):
         raise VoxportError(f"folder not found: {folder}")
+    runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
+    for r in runtimes:
+        get_runtime(r)  # unknown names fail before any work
     if loaded is None:
         source = read_source(folder)["source"]
         loaded = get_arch(source["arch"]).load(**source)
-    return verify(folder_files(folder), loaded, audio=audio, runtime=runtime)
+    files = folder_files(folder)
+    reports = []
+    for r in runtimes:
+        if r == "python":
+            reports.append(verify(files, loaded, audio=audio, runtime=r))
+        else:
+            reports.append(verify_js(folder, files, loaded, r, audio=audio))
+    if len(reports) == 1:
+        return reports[0]
+    ok = all(rep.passed for rep in reports)
+    return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=[f for rep in reports for f in rep.files],
+                        cases=reports[0].cases, reference=reports[0].reference)

@@ -44,7 +44,44 @@ class OnnxRuntimePython(Runtime):
         return run
 
 
-RUNTIMES = {"python": OnnxRuntimePython}
+class TransformersJs(Runtime):
+    """Transformers.js pipelines on a built folder: probabilities (classification) or text (CTC), row by row."""
+
+    output = "pipeline"
+    where = "node"
+    device = None
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self.info = {}
+
+    def run_files(self, folder: str, dtypes: list, task: str, labels: dict | None, rows: list) -> dict:
+        from .jsrun import run_job
+
+        out = run_job(folder, task, dtypes, rows, labels, where=self.where, device=self.device, threads=self.threads)
+        self.info = out.get("info", {})
+        if out.get("error"):
+            self.info["error"] = out["error"]
+        self.info["console"] = out.get("console", [])
+        return out.get("results") or {}
+
+
+class NodeRuntime(TransformersJs):
+    name = "node"
+
+
+class BrowserRuntime(TransformersJs):
+    name = "browser"
+    where = "browser"
+
+
+class WebGPURuntime(TransformersJs):
+    name = "webgpu"
+    where = "browser"
+    device = "webgpu"
+
+
+RUNTIMES = {"python": OnnxRuntimePython, "node": NodeRuntime, "browser": BrowserRuntime, "webgpu": WebGPURuntime}
 
 
 def get_runtime(name: str) -> Runtime:

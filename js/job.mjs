@@ -1,0 +1,43 @@
+// Runs one verify job through Transformers.js pipelines; shared by the Node and browser runners.
+// job: { task, model, dtypes, device, labels: {id: label}, cases: [{ name, rows: [url-or-path] }] }
+// result: { dtype: { load_ms, median_ms, error, cases: [{ name, rows: [probs by label id | text] }] } }
+
+export async function runJob(transformers, job, readRow) {
+  const { pipeline } = transformers;
+  const results = {};
+  for (const dtype of job.dtypes) {
+    const entry = { load_ms: null, median_ms: null, error: null, cases: [] };
+    results[dtype] = entry;
+    try {
+      const t0 = performance.now();
+      const options = { dtype };
+      if (job.device) options.device = job.device;
+      const pipe = await pipeline(job.task, job.model, options);
+      entry.load_ms = performance.now() - t0;
+      const times = [];
+      for (const c of job.cases) {
+        const rows = [];
+        for (const row of c.rows) {
+          const audio = await readRow(row);
+          const t = performance.now();
+          const out = job.task === "automatic-speech-recognition" ? await pipe(audio) : await pipe(audio, { top_k: null });
+          times.push(performance.now() - t);
+          rows.push(job.task === "automatic-speech-recognition" ? out.text : byLabelId(out, job.labels));
+        }
+        entry.cases.push({ name: c.name, rows });
+      }
+      times.sort((a, b) => a - b);
+      entry.median_ms = times[Math.floor(times.length / 2)];
+      await pipe.dispose?.();
+    } catch (e) {
+      entry.error = String(e && e.message ? e.message : e).split("\n")[0];
+    }
+  }
+  return results;
+}
+
+function byLabelId(out, labels) {
+  const ids = Object.keys(labels).map(Number).sort((a, b) => a - b);
+  const score = new Map(out.map((o) => [o.label, o.score]));
+  return ids.map((i) => score.get(labels[i]) ?? NaN);
+}

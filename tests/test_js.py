@@ -1,0 +1,81 @@
+"""Transformers.js in Node and in headless Chromium, on built folders, against onnxruntime-python and PyTorch."""
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from voxport.build import build
+from voxport.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def small_ecapa(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("js") / "ecapa")
+    build("ecapa", out, random_init=True, seed=0, load_options={"C": 64}, quantize_modes=("q8",))
+    return out
+
+
+def tamper(folder):
+    """Scale the last classifier weight of model.onnx: a file that loads fine but drifts."""
+    p = os.path.join(folder, "onnx", "model.onnx")
+    m = onnx.load(p)
+    w = [i for i in m.graph.initializer if len(i.dims) == 2][-1]
+    w.CopyFrom(onnx.numpy_helper.from_array((onnx.numpy_helper.to_array(w) * 1.5).astype(np.float32), w.name))
+    onnx.save(m, p)
+
+
+@pytest.mark.parametrize("runtime", ["node", "browser"])
+def test_ecapa_folder_in_transformers_js(tmp_path, small_ecapa, runtime):
+    r = run("verify", small_ecapa, "--runtime", runtime, "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    files = {f["file"]: f for f in report["files"]}
+    assert set(files) == {"model.onnx", "model_quantized.onnx"}
+    for f in files.values():
+        assert f["runtime"] == runtime and f["argmax_agree"] == f["argmax_total"] > 10
+        assert f["extra"]["max_dp_vs_onnxruntime_python"] <= 1e-5
+        assert f["extra"]["median_ms"] > 0
+    if runtime == "browser":
+        assert files["model.onnx"]["extra"]["crossOriginIsolated"] is True
+    bad = tmp_path / "bad"
+    shutil.copytree(small_ecapa, bad)
+    tamper(bad)
+    r = run("verify", bad, "--runtime", runtime)
+    assert r.exit_code == 1
+    assert "vs PyTorch" in r.output and "verify: failed" in r.output
+
+
+def test_wav2vec2_folders_in_node(tmp_path):
+    from voxport.archs.wav2vec2 import make_checkpoint
+
+    vocab = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("abcdeilmnorstuãçéõ")
+    cls = make_checkpoint(str(tmp_path / "cls"), "wav2vec2", "cls", "layer", seed=2)
+    ctc = make_checkpoint(str(tmp_path / "ctc"), "wav2vec2", "ctc", "layer", seed=3, vocab=vocab)
+    for name, ck in [("cls", cls), ("ctc", ctc)]:
+        out = tmp_path / f"out-{name}"
+        build("wav2vec2", str(out), checkpoint=ck, quantize_modes=("q8",))
+        r = run("verify", out, "--runtime", "python,node", "--json")
+        assert r.exit_code == 0, r.output
+        files = [f for f in json.loads(r.output)["files"] if f["runtime"] == "node"]
+        assert len(files) == 2
+        if name == "ctc":
+            for f in files:
+                eq = f["extra"]["transcripts_equal_ort"]
+                assert eq.split("/")[0] == eq.split("/")[1]
+            assert files[0]["extra"]["transcripts_equal_pytorch"].split("/")[0] == files[0]["extra"]["transcripts_equal_pytorch"].split("/")[1]
+
+
+def test_missing_transformers_js_is_a_one_line_error(monkeypatch, small_ecapa):
+    import voxport.verify.jsrun as jr
+
+    monkeypatch.setattr(jr, "JS_DIR", "/nonexistent")
+    r = run("verify", small_ecapa, "--runtime", "node")
+    assert r.exit_code == 2 and "npm ci" in r.output

@@ -1,0 +1,57 @@
+"""Run a verify job in Transformers.js: Node, or headless Chromium (WASM or WebGPU)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from ..errors import VoxportError
+
+JS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "js")
+CHROMIUM = os.environ.get("VOXPORT_CHROMIUM", "/usr/bin/chromium")
+
+
+def check_js(browser: bool = False) -> None:
+    if shutil.which("node") is None:
+        raise VoxportError("node is not installed; install Node.js 18+ to verify in Transformers.js")
+    if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@huggingface", "transformers")):
+        raise VoxportError(f"Transformers.js is not installed; run: cd {JS_DIR} && ONNXRUNTIME_NODE_INSTALL=skip npm ci")
+    if browser and not os.path.exists(CHROMIUM):
+        raise VoxportError("chromium is not installed; run: apt-get install -y chromium (or set VOXPORT_CHROMIUM)")
+
+
+def run_job(folder: str, task: str, dtypes: list, rows: list, labels: dict | None, where: str = "node",
+            device: str | None = None, threads: int | None = None, timeout: int = 1800) -> dict:
+    """rows: list of (case name, [1-D float32 arrays]). Returns the runner's JSON."""
+    check_js(browser=where == "browser")
+    tmp = tempfile.mkdtemp(prefix="voxport-js-")
+    try:
+        cases = []
+        for ci, (name, arrays) in enumerate(rows):
+            paths = []
+            for ri, a in enumerate(arrays):
+                p = os.path.join(tmp, f"c{ci}_{ri}.f32")
+                np.ascontiguousarray(a, dtype=np.float32).tofile(p)
+                paths.append(p)
+            cases.append({"name": name, "rows": paths})
+        job = {"task": task, "model": os.path.abspath(folder), "dtypes": dtypes, "device": device, "labels": labels or {},
+               "cases": cases, "threads": threads, "timeout_s": timeout}
+        job_path = os.path.join(tmp, "job-in.json")
+        with open(job_path, "w") as f:
+            json.dump(job, f)
+        script = "run-node.mjs" if where == "node" else "run-browser.mjs"
+        cmd = ["node", os.path.join(JS_DIR, script), job_path] + ([CHROMIUM] if where == "browser" else [])
+        try:
+            proc = subprocess.run(cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VoxportError(f"Transformers.js ({where}) did not finish in {timeout} s") from None
+        if proc.returncode != 0 or not proc.stdout.strip():
+            err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise VoxportError(f"Transformers.js ({where}) failed: {err}")
+        return json.loads(proc.stdout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -61,7 +61,10 @@ def test_wav2vec2_folders_in_node(tmp_path):
     ctc = make_checkpoint(str(tmp_path / "ctc"), "wav2vec2", "ctc", "layer", seed=3, vocab=vocab)
     for name, ck in [("cls", cls), ("ctc", ctc)]:
         out = tmp_path / f"out-{name}"
-        build("wav2vec2", str(out), checkpoint=ck, quantize_modes=("q8",))
+        result = build("wav2vec2", str(out), checkpoint=ck, quantize_modes=("q8",), runtimes=("python", "node"))
+        assert {f.runtime for f in result.verify.files} == {"python", "node"}
+        card = (out / "README.md").read_text()
+        assert "| node |" in card.splitlines()[card.splitlines().index("## Files") + 2]
         r = run("verify", out, "--runtime", "python,node", "--json")
         assert r.exit_code == 0, r.output
         files = [f for f in json.loads(r.output)["files"] if f["runtime"] == "node"]

@@ -33,7 +33,8 @@ def peak_rss_mb() -> float:
 
 
 def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
-          quantize_modes=("q8",), q8_method=None, q8_target=None, audio=None, force=False, progress=None, load_options=None) -> BuildResult:
+          quantize_modes=("q8",), q8_method=None, q8_target=None, audio=None, force=False, progress=None, load_options=None,
+          runtimes=("python",)) -> BuildResult:
     """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA)."""
     say = progress or (lambda msg: None)
     t0 = time.time()
@@ -74,6 +75,14 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         sizes = {name: file_size(p) for name, p in files.items()}
         say("writing folder")
         write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped)
+        js = [r for r in runtimes if r != "python"]
+        if js:
+            from .verify.check import merge_reports, verify_js
+
+            for r in js:
+                say(f"verifying in Transformers.js ({r})")
+                report = merge_reports([report, verify_js(tmp, files, loaded, r, audio=audio)])
+            write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped)
         final = lambda p: os.path.join(output_dir, os.path.relpath(p, tmp))  # noqa: E731
         ex = dataclasses.replace(ex, path=final(ex.path))
         qs = [dataclasses.replace(q, path=final(q.path)) for q in qs]

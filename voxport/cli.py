@@ -124,7 +124,8 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
 @click.option("--random-init", is_flag=True)
 @click.option("--seed", type=int, default=0)
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files (any rate/channels), repeatable.")
-@click.option("--runtime", default="python", show_default=True, help="python (onnxruntime).")
+@click.option("--runtime", default="python", show_default=True,
+              help="Comma-separated: python (onnxruntime), node / browser / webgpu (Transformers.js; FOLDER only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_json):
     """Check a built FOLDER (or ONNX files) against PyTorch. Exit 1 when a file fails."""
@@ -136,6 +137,8 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
         missing = [t for t in target if not os.path.isfile(t)]
         if missing:
             raise VoxportError(f"not found: {missing[0]}; pass a folder made by `voxport build` or .onnx files")
+        if runtime != "python":
+            raise VoxportError("the Transformers.js runtimes load a folder; pass a folder made by `voxport build`")
         if not arch:
             raise VoxportError("with ONNX files, pass --arch and --checkpoint (or --random-init) for the reference")
         _check_source(checkpoint, random_init)
@@ -158,9 +161,11 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @click.option("--q8-target", type=float, default=None,
               help="Keep the most sensitive nodes float until the q8 file's max |dp| on the suite is at most this.")
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files for verify, repeatable.")
+@click.option("--runtime", default="python", show_default=True,
+              help="Where to verify, comma-separated: python, node, browser, webgpu.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True)
-def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, audio, force, as_json):
+def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, audio, runtime, force, as_json):
     """All stages: export, simplify, quantize, verify, package."""
     from .build import BuildFailed, build
 
@@ -169,7 +174,8 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
     try:
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
                        quantize_modes=tuple(m.strip() for m in modes.split(",") if m.strip()), q8_method=q8_method,
-                       q8_target=q8_target, audio=list(audio), force=force, progress=_progress)
+                       q8_target=q8_target, audio=list(audio), force=force, progress=_progress,
+                       runtimes=tuple(r.strip() for r in runtime.split(",") if r.strip()))
     except BuildFailed as e:
         _emit(e.result.verify, as_json)
         raise

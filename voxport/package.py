@@ -82,6 +82,17 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
         f.write(model_card(spec, loaded, verify_report, files, export_result, quantize_results, skipped or {}))
 
 
+def _js_cell(r) -> str:
+    if r is None:
+        return "not run"
+    x = r.extra
+    if "max_dp_vs_onnxruntime_python" in x:
+        return f"{r.status.value}: \\|Δp\\| vs ORT {x['max_dp_vs_onnxruntime_python']:.1e}, {x.get('median_ms', 0):.0f} ms"
+    if "transcripts_equal_ort" in x:
+        return f"{r.status.value}: transcripts = ORT {x['transcripts_equal_ort']}, {x.get('median_ms', 0):.0f} ms"
+    return r.status.value + (f": {r.reasons[0]}" if r.reasons else "")
+
+
 def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None) -> str:
     from . import __version__
 
@@ -111,14 +122,19 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         lines += ["Labels: " + ", ".join(f"{k} = {v}" for k, v in labels.items()), ""]
     for note in card.get("notes", []):
         lines.append(f"- {note}")
-    lines += ["", "## Files", "", "| dtype | file | size | verify (vs PyTorch) |", "|---|---|---|---|"]
-    by_file = {r.file: r for r in report.files}
+    runtimes = sorted({r.runtime for r in report.files} - {"python"})
+    lines += ["", "## Files", "",
+              "| dtype | file | size | verify (onnxruntime vs PyTorch) |" + "".join(f" {rt} |" for rt in runtimes),
+              "|---|---|---|---|" + "---|" * len(runtimes)]
+    js = {(r.file, r.runtime): r for r in report.files}
+    by_file = {r.file: r for r in report.files if r.runtime == "python"}
     for dtype, name in DTYPE_FILES.items():
         if name in files:
             r = by_file.get(name)
             line = (f"{r.status.value}: max \\|Δlogit\\| {r.max_abs_logit:.1e}, max \\|Δp\\| {r.max_abs_prob:.1e}, "
                     f"argmax {r.argmax_agree}/{r.argmax_total}") if r else "not run"
-            lines.append(f"| {dtype} | `onnx/{name}` | {files[name] / 1e6:.1f} MB | {line} |")
+            cols = "".join(f" {_js_cell(js.get((name, rt)))} |" for rt in runtimes)
+            lines.append(f"| {dtype} | `onnx/{name}` | {files[name] / 1e6:.1f} MB | {line} |{cols}")
     methods = {os.path.basename(q.path): q.options.get("method", "") for q in quantize_results}
     if methods:
         lines += ["", "Quantized files: " + "; ".join(f"`{k}` {v}" for k, v in methods.items())

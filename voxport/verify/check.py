@@ -234,6 +234,10 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
             reports.append(verify(files, loaded, audio=audio, runtime=r))
         else:
             reports.append(verify_js(folder, files, loaded, r, audio=audio))
+    return merge_reports(reports)
+
+
+def merge_reports(reports: list) -> VerifyReport:
     if len(reports) == 1:
         return reports[0]
     ok = all(rep.passed for rep in reports)

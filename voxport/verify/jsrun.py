@@ -38,7 +38,9 @@ def run_job(folder: str, task: str, dtypes: list, rows: list, labels: dict | Non
                 np.ascontiguousarray(a, dtype=np.float32).tofile(p)
                 paths.append(p)
             cases.append({"name": name, "rows": paths})
-        job = {"task": task, "model": os.path.abspath(folder), "dtypes": dtypes, "device": device, "labels": labels or {},
+        link = os.path.join(tmp, "model")  # a plain name: Transformers.js mis-resolves ids such as ".build-x"
+        os.symlink(os.path.abspath(folder), link)
+        job = {"task": task, "model": link, "dtypes": dtypes, "device": device, "labels": labels or {},
                "cases": cases, "threads": threads, "timeout_s": timeout}
         job_path = os.path.join(tmp, "job-in.json")
         with open(job_path, "w") as f:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Case, Loaded, Tolerance
+from .base import ArchSpec, Loaded, Tolerance, hub_id, resolve_checkpoint
 
 HUB_ID = "JaesungHuh/ecapa-gender"  # the upstream weights (github: JaesungHuh/voice-gender-classifier)
 LABELS = {0: "male", 1: "female"}
@@ -211,19 +211,6 @@ def _read_state_dict(folder: str) -> tuple[dict, str]:
     raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin; point --checkpoint at the upstream folder")
 
 
-def _resolve(checkpoint: str) -> str:
-    if os.path.isdir(checkpoint):
-        return checkpoint
-    if os.path.exists(checkpoint) or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") != 1:
-        raise CheckpointError(f"checkpoint folder not found: {checkpoint}; pass a folder with config.json and model.safetensors, or a hub id")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(checkpoint, allow_patterns=["config.json", "*.safetensors", "*.bin", "LICENSE*", "README.md"])
-    except Exception as e:
-        raise CheckpointError(f"cannot download '{checkpoint}' from the hub ({type(e).__name__}); download it and pass the local folder") from None
-
-
 @register
 class ECAPASpec(ArchSpec):
     name = "ecapa"
@@ -258,7 +245,8 @@ class ECAPASpec(ArchSpec):
         else:
             if not checkpoint:
                 raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for seeded random weights")
-            folder = _resolve(checkpoint)
+            folder = resolve_checkpoint(checkpoint, ["config.json", "*.safetensors", "*.bin", "LICENSE*", "README.md"],
+                                        "a folder with config.json and model.safetensors")
             sd, weights = _read_state_dict(folder)
             cfg_path = os.path.join(folder, "config.json")
             cfg = {}
@@ -353,7 +341,7 @@ class ECAPASpec(ArchSpec):
     def card(self, loaded):
         return {
             "title": "ECAPA-TDNN voice gender classifier (ONNX)",
-            "base_model": _hub_id(loaded.source.get("checkpoint")) or HUB_ID,
+            "base_model": hub_id(loaded.source.get("checkpoint")) or HUB_ID,
             "license": "mit",
             "pipeline_tag": "audio-classification",
             "labels": LABELS,
@@ -445,8 +433,3 @@ OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.
 """
 
-
-def _hub_id(checkpoint):
-    if checkpoint and not os.path.isabs(checkpoint) and checkpoint.count("/") == 1 and not os.path.exists(checkpoint):
-        return checkpoint
-    return None

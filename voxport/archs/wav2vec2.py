@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Case, Loaded, Tolerance
+from .base import ArchSpec, Case, Loaded, Tolerance, hub_id, resolve_checkpoint
 
 PADDING_INVARIANT = 1e-4  # PyTorch padded-with-mask vs alone below this counts as invariant
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
@@ -99,19 +99,6 @@ def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls"
     return folder
 
 
-def _resolve(checkpoint: str) -> str:
-    if os.path.isdir(checkpoint):
-        return checkpoint
-    if os.path.exists(checkpoint) or checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") != 1:
-        raise CheckpointError(f"checkpoint folder not found: {checkpoint}; pass a save_pretrained folder or a hub id")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(checkpoint, allow_patterns=["*.json", "*.safetensors", "*.txt", "LICENSE*", "README.md"])
-    except Exception as e:
-        raise CheckpointError(f"cannot download '{checkpoint}' from the hub ({type(e).__name__}); download it and pass the local folder") from None
-
-
 def _module(model, uses_mask: bool):
     import torch
 
@@ -166,7 +153,8 @@ class Wav2Vec2Spec(ArchSpec):
         else:
             if not checkpoint:
                 raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for a seeded tiny model")
-            folder = _resolve(checkpoint)
+            folder = resolve_checkpoint(checkpoint, ["*.json", "*.safetensors", "*.txt", "LICENSE*", "README.md"],
+                                        "a save_pretrained folder")
             source = {"arch": self.name, "checkpoint": os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint,
                       "random_init": False, "seed": None}
         try:
@@ -398,8 +386,7 @@ class Wav2Vec2Spec(ArchSpec):
         return files
 
     def card(self, loaded):
-        src = loaded.source.get("checkpoint")
-        hub = src if src and not os.path.isabs(src) and src.count("/") == 1 else None
+        hub = hub_id(loaded.source.get("checkpoint"))
         ctc = loaded.config["task"] == "ctc"
         notes = [f"Source model type: `{loaded.config['model_type']}`; "
                  + ("takes `attention_mask` (layer-norm feature encoder): padded batches match each clip alone."

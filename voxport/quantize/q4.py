@@ -24,7 +24,7 @@ def matmul_share(model, keep: set) -> float:
 
 def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "q4", fp16: bool = False):
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer, RTNWeightOnlyQuantConfig  # noqa: F401
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     t0 = time.time()
     src, meta, keep = read_source(input_path, extra_float, replace_float)

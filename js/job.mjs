@@ -12,6 +12,7 @@ export async function runJob(transformers, job, readRow) {
       const t0 = performance.now();
       const options = { dtype };
       if (job.device) options.device = job.device;
+      if (job.session_options) options.session_options = job.session_options;
       const pipe = await pipeline(job.task, job.model, options);
       entry.load_ms = performance.now() - t0;
       const times = [];
@@ -26,6 +27,7 @@ export async function runJob(transformers, job, readRow) {
         }
         entry.cases.push({ name: c.name, rows });
       }
+      entry.times = times.slice();
       times.sort((a, b) => a - b);
       entry.median_ms = times[Math.floor(times.length / 2)];
       await pipe.dispose?.();

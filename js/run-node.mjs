@@ -10,7 +10,7 @@ env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = path.dirname(job.model) + path.sep;
 env.useFSCache = false;
-if (job.threads) env.backends.onnx.numThreads = job.threads;
+if (job.threads) job.session_options = { intraOpNumThreads: job.threads, interOpNumThreads: 1 };
 const model = path.basename(job.model);
 const readRow = async (p) => {
   const buf = fs.readFileSync(p);

@@ -36,7 +36,9 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench(folder: str, seconds=(0.75, 3.0), threads: int = 2, runs: int = 20, loaded=None, torch_model: bool = True) -> BenchResult:
+def bench(folder: str, seconds=(0.75, 3.0), threads: int = 2, runs: int = 20, loaded=None, torch_model: bool = True,
+          runtimes=("python",)) -> BenchResult:
+    """runtimes: python (PyTorch eager + onnxruntime) and any of node, browser, webgpu (Transformers.js)."""
     import onnxruntime as ort
     import torch
 
@@ -54,6 +56,11 @@ def bench(folder: str, seconds=(0.75, 3.0), threads: int = 2, runs: int = 20, lo
     rows = []
     for s in seconds:
         x = speech_like(int(s * spec.sample_rate), 150, seed=0)[None]
+        for rt in runtimes:
+            if rt != "python":
+                rows += _bench_js(folder, files, spec, loaded, rt, x[0], s, runs if rt != "webgpu" else min(runs, 3), threads)
+        if "python" not in runtimes:
+            continue
         feeds = {"input_values": x}
         mask = np.ones_like(x, dtype=np.int64)
         if torch_model:
@@ -73,3 +80,25 @@ def bench(folder: str, seconds=(0.75, 3.0), threads: int = 2, runs: int = 20, lo
             t = _time(lambda: sess.run(None, feed), runs)
             rows.append(BenchRow(name, "onnxruntime", file_size(files[name]), s, float(np.median(t)), float(np.percentile(t, 95)), runs))
     return BenchResult(folder=os.path.abspath(folder), threads=threads, rows=rows, cpu=_cpu())
+
+
+def _bench_js(folder, files, spec, loaded, runtime, audio, seconds, runs, threads) -> list:
+    """Median latency of each file in Transformers.js: the same window `runs` times after one warm-up."""
+    from .package import DTYPE_FILES
+    from .verify.runtimes import get_runtime
+
+    rt = get_runtime(runtime)
+    rt.threads = threads
+    task = spec.task(loaded)
+    labels = spec.hf_config(loaded).get("id2label") if task == "audio-classification" else None
+    dtypes = {d: n for d, n in DTYPE_FILES.items() if n in files}
+    res = rt.run_files(folder, list(dtypes), task, labels, [("warm-up", [audio]), ("timed", [audio] * runs)])
+    rows = []
+    for d, name in dtypes.items():
+        e = res.get(d) or {}
+        if e.get("error") or e.get("median_ms") is None:
+            continue
+        t = [float(x) for x in e.get("times", [])][1:] or [e["median_ms"]]
+        label = f"tjs {runtime}" + (f" ({rt.info.get('threads')} threads)" if rt.info.get("threads") else "")
+        rows.append(BenchRow(name, label, file_size(files[name]), seconds, float(np.median(t)), float(np.percentile(t, 95)), len(t)))
+    return rows

@@ -187,8 +187,10 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--runs", type=int, default=20, show_default=True)
 @click.option("--seconds", default="0.75,3", show_default=True, help="Input lengths in seconds, comma-separated.")
+@click.option("--runtime", default="python", show_default=True,
+              help="Comma-separated: python (PyTorch + onnxruntime), node, browser, webgpu (Transformers.js).")
 @click.option("--json", "as_json", is_flag=True)
-def bench_cmd(folder, threads, runs, seconds, as_json):
+def bench_cmd(folder, threads, runs, seconds, runtime, as_json):
     """Size and latency of PyTorch eager and every ONNX file in FOLDER."""
     from .bench import bench
 
@@ -198,7 +200,8 @@ def bench_cmd(folder, threads, runs, seconds, as_json):
         secs = tuple(float(s) for s in seconds.split(","))
     except ValueError:
         raise VoxportError(f"--seconds must be numbers separated by commas, got '{seconds}'") from None
-    _emit(bench(folder, seconds=secs, threads=threads, runs=runs), as_json)
+    _emit(bench(folder, seconds=secs, threads=threads, runs=runs,
+                runtimes=tuple(r.strip() for r in runtime.split(",") if r.strip())), as_json)
 
 
 if __name__ == "__main__":

@@ -169,11 +169,11 @@ class BenchResult(_ToDict):
 
     def to_table(self) -> str:
         lines = [f"bench {self.folder}: {self.threads} threads, {self.cpu}",
-                 f"{'variant':<28} {'runtime':<12} {'size MB':>8} {'audio s':>8} {'median ms':>10} {'p95 ms':>8} {'x torch':>8}"]
+                 f"{'variant':<28} {'runtime':<24} {'size MB':>8} {'audio s':>8} {'median ms':>10} {'p95 ms':>8} {'x torch':>8}"]
         torch_ms = {r.seconds_audio: r.median_ms for r in self.rows if r.runtime == "pytorch"}
         for r in self.rows:
             ratio = torch_ms.get(r.seconds_audio)
             rel = f"{r.median_ms / ratio:.2f}" if ratio else "-"
             size = f"{r.size_bytes / 1e6:.1f}" if r.size_bytes else "-"
-            lines.append(f"{r.name:<28} {r.runtime:<12} {size:>8} {r.seconds_audio:>8.2f} {r.median_ms:>10.1f} {r.p95_ms:>8.1f} {rel:>8}")
+            lines.append(f"{r.name:<28} {r.runtime:<24} {size:>8} {r.seconds_audio:>8.2f} {r.median_ms:>10.1f} {r.p95_ms:>8.1f} {rel:>8}")
         return "\n".join(lines)

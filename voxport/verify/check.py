@@ -166,6 +166,8 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
     rt = get_runtime(runtime)
     results = rt.run_files(folder, list(by_dtype), task, labels, [(c.name, [c.input_values[0]]) for c in rows])
     info = {k: v for k, v in rt.info.items() if k in ("threads", "crossOriginIsolated", "hardwareConcurrency", "webgpu", "error")}
+    if rt.info.get("console"):
+        info["console"] = rt.info["console"][:3]  # the browser's own errors, e.g. WebGPU validation
     py = OnnxRuntimePython()
     reports = []
     for dtype, name in by_dtype.items():

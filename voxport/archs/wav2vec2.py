@@ -395,8 +395,21 @@ class Wav2Vec2Spec(ArchSpec):
                     f"(a clip padded by 60% drifts {self.padding_drift(loaded):.2e} in logits, in PyTorch too); run clips one at a time."),
                  "The convolutional feature encoder stays float in the 8-bit files."]
         return {"title": f"{loaded.config['model_type']} {'CTC speech recognition' if ctc else 'audio classification'} (ONNX)",
-                "base_model": hub, "license": "apache-2.0",
+                "base_model": hub, "license": _card_license(loaded.extra.get("folder")),
                 "pipeline_tag": "automatic-speech-recognition" if ctc else "audio-classification", "notes": notes}
+
+
+def _card_license(folder) -> str:
+    """The licence named in the checkpoint's model card front matter, else "other"."""
+    path = os.path.join(folder or "", "README.md")
+    if folder and os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(4000)
+        if text.startswith("---"):
+            for line in text.split("---")[1].splitlines():
+                if line.strip().startswith("license:"):
+                    return line.split(":", 1)[1].strip() or "other"
+    return "other"
 
 
 def ctc_tokenizer_files(vocab: dict, tcfg: dict) -> tuple:

@@ -154,6 +154,23 @@ def test_external_data_path(tmp_path, ckpts, monkeypatch):
     assert ext["model.onnx"] == 1 and ext["model_quantized.onnx"] == 1
 
 
+def test_q4_and_fp16_on_a_matmul_heavy_model(tmp_path):
+    import onnxruntime as ort
+
+    ck = make_checkpoint(str(tmp_path / "small"), "wav2vec2", "ctc", "layer", preset="small", seed=4, vocab=PT_VOCAB)
+    out = tmp_path / "out"
+    r = build("wav2vec2", str(out), checkpoint=ck, quantize_modes=("fp16", "q4", "q4f16"))
+    assert r.verify.passed, r.verify.to_table()
+    assert not r.skipped
+    q4 = onnx.load(str(out / "onnx" / "model_q4.onnx"))
+    assert any(n.op_type == "MatMulNBits" for n in q4.graph.node)
+    for name in ("model_fp16.onnx", "model_q4f16.onnx"):
+        sess = ort.InferenceSession(str(out / "onnx" / name), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].type == "tensor(float)" and sess.get_outputs()[0].type == "tensor(float)"
+    fp16 = next(f for f in r.verify.files if f.file == "model_fp16.onnx")
+    assert fp16.max_abs_prob < 1e-3
+
+
 def test_not_a_wav2vec2_checkpoint(tmp_path, ecapa_ckpt):
     with pytest.raises(CheckpointError, match="not in the wav2vec2 family|no readable config"):
         get_arch("wav2vec2").load(checkpoint=ecapa_ckpt)

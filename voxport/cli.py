@@ -12,6 +12,13 @@ import click
 from .errors import VoxportError
 
 
+def _exit_on_sigterm():
+    """A killed run still removes its temporary files (the `finally` blocks run on SystemExit)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def _quiet():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger().setLevel(logging.ERROR)
@@ -63,6 +70,7 @@ def _check_source(checkpoint, random_init):
 def main():
     """Export speech models to ONNX folders for Transformers.js, verified against PyTorch."""
     _quiet()
+    _exit_on_sigterm()
 
 
 @main.command("export-model")

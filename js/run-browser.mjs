@@ -46,7 +46,7 @@ const args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"
               "--no-first-run", "--disable-quic", "--disable-sync"];
 if (job.device === "webgpu") {
   args.splice(args.indexOf("--disable-gpu"), 1);
-  args.push("--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader");
+  args.push(...(process.env.VOXPORT_WEBGPU_ARGS || "--enable-unsafe-webgpu --enable-features=Vulkan --use-angle=swiftshader --use-webgpu-adapter=swiftshader").split(" "));
 }
 const context = await chromium.launchPersistentContext(userDataDir, { executablePath, headless: true, args });
 const console_ = [];

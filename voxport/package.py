@@ -111,8 +111,9 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         "## Usage (Transformers.js)", "", "```js",
         'import { pipeline } from "@huggingface/transformers";',
         "",
-        f'const classifier = await pipeline("{task}", "<this-repo-or-folder>", {{ dtype: "q8" }}); // or "fp32"',
-        "const out = await classifier(audio); // Float32Array, 16 kHz mono",
+        f'const {"transcriber" if "speech" in task else "classifier"} = await pipeline("{task}", "<this-repo-or-folder>", {{ dtype: "q8" }}); // or "fp32"',
+        f'const out = await {"transcriber" if "speech" in task else "classifier"}(audio); // Float32Array, 16 kHz mono'
+        + (" -> { text }" if "speech" in task else ""),
     ]
     if card.get("example_label"):
         lines.append(f"// [{{ label: \"{card['example_label']}\", score: ... }}, ...]")
@@ -140,7 +141,7 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         lines += ["", "Quantized files: " + "; ".join(f"`{k}` {v}" for k, v in methods.items())
                   + " (options and reasons in `quantize_config.json`)."]
     for mode, why in (skipped or {}).items():
-        lines.append(f"- not built: {why}")
+        lines.append(f"- `{mode}` not built: {why}")
     lines += ["", "## Verification", "",
               f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)}).", "",
               "| file | runtime | max \\|Δlogit\\| | mean \\|Δlogit\\| | max \\|Δp\\| | \\|Δp\\|>1e-2 | \\|Δp\\|>1e-1 | argmax agree | tolerance | status |",

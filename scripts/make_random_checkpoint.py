@@ -1,0 +1,18 @@
+"""Save a random-weight wav2vec2-family checkpoint (save_pretrained layout) for offline demos and benchmarks.
+
+    python scripts/make_random_checkpoint.py /tmp/w2v-base --model-type wav2vec2 --task cls --norm group --preset base
+    python scripts/make_random_checkpoint.py /tmp/xlsr --model-type wav2vec2 --task ctc --norm layer --preset xls-r-300m
+"""
+import argparse
+
+from voxport.archs.wav2vec2 import MODEL_TYPES, PRESETS, make_checkpoint
+
+ap = argparse.ArgumentParser()
+ap.add_argument("folder")
+ap.add_argument("--model-type", default="wav2vec2", choices=MODEL_TYPES)
+ap.add_argument("--task", default="cls", choices=["cls", "ctc"])
+ap.add_argument("--norm", default="layer", choices=["layer", "group"])
+ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+ap.add_argument("--seed", type=int, default=0)
+args = ap.parse_args()
+print(make_checkpoint(args.folder, args.model_type, args.task, args.norm, args.preset, args.seed))

@@ -151,15 +151,21 @@ def row_cases(cases: list) -> list:
     return out
 
 
-def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: list | None = None) -> VerifyReport:
-    """Run the folder through Transformers.js and compare with onnxruntime-python and with PyTorch."""
+def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: list | None = None,
+              memo: dict | None = None) -> VerifyReport:
+    """Run the folder through Transformers.js and compare with onnxruntime-python and with PyTorch.
+    memo: shared between runtimes of one verify so the PyTorch references are computed once."""
     from .runtimes import OnnxRuntimePython
 
     spec = get_arch(loaded.arch)
-    rows = row_cases(build_cases(spec, loaded, audio))
+    get_runtime(runtime).check()  # before the slow references
+    memo = {} if memo is None else memo
+    if "rows" not in memo:
+        memo["rows"] = row_cases(build_cases(spec, loaded, audio))
+        memo["refs"] = [spec.reference(loaded, c) for c in memo["rows"]]
+    rows, refs = memo["rows"], memo["refs"]
     if runtime == "webgpu":
-        rows = rows[:WEBGPU_ROWS]
-    refs = [spec.reference(loaded, c) for c in rows]
+        rows, refs = rows[:WEBGPU_ROWS], refs[:WEBGPU_ROWS]
     task = spec.task(loaded)
     labels = spec.hf_config(loaded).get("id2label") if task == "audio-classification" else None
     by_dtype = {d: n for d, n in DTYPE_FILES.items() if n in files}
@@ -230,17 +236,17 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
         raise VoxportError(f"folder not found: {folder}")
     runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
     for r in runtimes:
-        get_runtime(r)  # unknown names fail before any work
+        get_runtime(r).check()  # unknown names and missing node / chromium fail before any work
     if loaded is None:
         source = read_source(folder)["source"]
         loaded = get_arch(source["arch"]).load(**source)
     files = folder_files(folder)
-    reports = []
+    reports, memo = [], {}
     for r in runtimes:
         if r == "python":
             reports.append(verify(files, loaded, audio=audio, runtime=r))
         else:
-            reports.append(verify_js(folder, files, loaded, r, audio=audio))
+            reports.append(verify_js(folder, files, loaded, r, audio=audio, memo=memo))
     return merge_reports(reports)
 
 

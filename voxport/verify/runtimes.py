@@ -10,6 +10,9 @@ class Runtime:
     name = ""
     output = "logits"
 
+    def check(self) -> None:
+        """Raise a VoxportError saying what to install when the runtime cannot run here."""
+
     def run_cases(self, path: str, cases: list) -> list:
         run = self.open(path)
         return [run(c.input_values, c.attention_mask) for c in cases]
@@ -54,6 +57,11 @@ class TransformersJs(Runtime):
     def __init__(self, threads: int | None = None):
         self.threads = threads
         self.info = {}
+
+    def check(self) -> None:
+        from .jsrun import check_js
+
+        check_js(browser=self.where == "browser")
 
     def run_files(self, folder: str, dtypes: list, task: str, labels: dict | None, rows: list) -> dict:
         from .jsrun import run_job

@@ -22,6 +22,7 @@ const types = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/ja
 const server = http.createServer((req, res) => {
   const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
   let file = null;
+  if (url === "/favicon.ico") { res.statusCode = 204; res.end(); return; }  // keeps the console to real errors
   if (url === "/" || url === "/page.html") file = path.join(here, "page.html");
   else if (url === "/job.mjs") file = path.join(here, "job.mjs");
   else for (const [prefix, dir] of Object.entries(roots)) {

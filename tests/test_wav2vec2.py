@@ -174,3 +174,28 @@ def test_q4_and_fp16_on_a_matmul_heavy_model(tmp_path):
 def test_not_a_wav2vec2_checkpoint(tmp_path, ecapa_ckpt):
     with pytest.raises(CheckpointError, match="not in the wav2vec2 family|no readable config"):
         get_arch("wav2vec2").load(checkpoint=ecapa_ckpt)
+
+
+def test_tokenizer_json_decodes_greedy_frames_like_transformers(tmp_path):
+    """tokenizer.json read back with `tokenizers` vs transformers' Wav2Vec2CTCTokenizer on many greedy frame rows."""
+    from tokenizers import Tokenizer
+    from transformers import Wav2Vec2CTCTokenizer
+
+    vocab = {t: i for i, t in enumerate(PT_VOCAB)}
+    tcfg = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "word_delimiter_token": "|"}
+    tok_json, cfg = ctc_tokenizer_files(vocab, tcfg)
+    (tmp_path / "tokenizer.json").write_text(tok_json, encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    hf = Wav2Vec2CTCTokenizer.from_pretrained(str(tmp_path))
+    # greedy CTC rows: mostly blanks and letters (accents included), some word delimiters
+    p = np.full(len(vocab), 0.64 / (len(vocab) - 5))
+    p[:5] = [0.3, 0, 0, 0, 0.06]
+    rows = np.random.default_rng(0).choice(len(vocab), size=(200, 60), p=p / p.sum()).tolist()
+    # transformers 5's skip_special_tokens=True drops the blank before merging repeats, so decode without it
+    # (no other special tokens occur here); it also strips the ends, as the Transformers.js pipeline does
+    want = hf.batch_decode(rows)
+    got = [tok.decode(r, skip_special_tokens=True).strip() for r in rows]
+    assert got == want
+    assert any(c in "".join(got) for c in "ãçéõ") and sum(" " in g for g in got) > 100

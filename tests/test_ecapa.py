@@ -114,6 +114,10 @@ def test_export_dynamic_axes_and_parity(tmp_path, ecapa_ckpt, opset):
     ops = collections.Counter(n.op_type for n in m.graph.node if n.name in keep)
     assert ops["MatMul"] == 1 and ops["Log"] == 0  # the mel filterbank, nothing past the log
     assert ops["Conv"] >= 1  # pre-emphasis
+    from voxport.export import _ranks
+
+    bns = [n.input[0] for n in m.graph.node if n.op_type == "BatchNormalization"]
+    assert bns and set(_ranks(m, bns, ["input_values"]).values()) == {3}  # rank-2 ones became Mul + Add (WebGPU)
     sess = _ort(out)
     for b, n in [(1, MIN_SAMPLES), (3, 16000), (5, 7777)]:
         x = np.stack([speech_like(n, 100 + 30 * i, i) for i in range(b)])

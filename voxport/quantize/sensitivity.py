@@ -55,11 +55,6 @@ class SensitivityReport(_ToDict):
         return "\n".join(lines)
 
 
-def _softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def _quantizable(path: str) -> list:
     """(name, op type, weight count, kept float by the exporter) of every node with a weight initializer."""
     from .common import read_source
@@ -94,14 +89,15 @@ class _Runner:
     def outputs(self, path):
         from ..verify.runtimes import OnnxRuntimePython
 
-        run = OnnxRuntimePython().open(path)
-        return [run(c.input_values, c.attention_mask) for c in self.cases]
+        return OnnxRuntimePython().run_cases(path, self.cases)
 
     @staticmethod
     def error(ref, out):
         if not all(np.isfinite(o).all() for o in out):
             return float("inf"), float("inf")  # e.g. a quantized mel filterbank going negative under the log
-        dp = max(float(np.abs(_softmax(o.astype(np.float64)) - _softmax(r.astype(np.float64))).max()) for r, o in zip(ref, out))
+        from ..verify.check import softmax
+
+        dp = max(float(np.abs(softmax(o.astype(np.float64)) - softmax(r.astype(np.float64))).max()) for r, o in zip(ref, out))
         dl = max(float(np.abs(o - r).max()) for r, o in zip(ref, out))
         return dp, dl
 

@@ -32,7 +32,8 @@ DEFAULT_Q8_METHOD = "weight-only"
 
 
 def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,
-             config_path: str | None = None, extra_float=(), replace_float=False, write_config_file: bool = True):
+             config_path: str | None = None, extra_float=(), replace_float=False, write_config_file: bool = True,
+             search: dict | None = None):
     """Write `output` from `input_path` in `mode` and record the options in quantize_config.json beside it."""
     if mode not in MODES:
         raise QuantizeError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
@@ -45,7 +46,7 @@ def quantize(input_path: str, output: str, mode: str = "q8", method: str | None 
         fn = Q8_METHODS[method]
     else:
         fn = MODES[mode]
-    result = fn(input_path, output, per_channel=per_channel, extra_float=extra_float, replace_float=replace_float)
+    result = fn(input_path, output, per_channel=per_channel, extra_float=extra_float, replace_float=replace_float, search=search)
     result = dataclasses.replace(result, path=output)
     if write_config_file:
         write_config(config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json"),

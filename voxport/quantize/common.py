@@ -40,10 +40,13 @@ def has_external_data(path: str) -> bool:
 
 
 def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dict, keep: list, t0: float,
-           infer: bool = True) -> QuantizeResult:
-    """Fresh shape annotations, the source's metadata plus the options, checker, save."""
+           infer: bool = True, search: dict | None = None) -> QuantizeResult:
+    """Fresh shape annotations, the source's metadata plus the options (and what the keep-float search kept, why),
+    checker, save."""
     import onnx
 
+    if search:
+        options = {**options, "search": search}
     if infer:
         model = reinfer_shapes(model)
     set_metadata(model, meta)

@@ -21,7 +21,7 @@ from .common import finish, has_external_data, read_source
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
-def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, weight_type: str = "QUInt8", mode: str = "q8"):
+def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, weight_type: str = "QUInt8", mode: str = "q8"):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -49,5 +49,5 @@ def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True
             )
         except Exception as e:
             raise QuantizeError(f"quantize_dynamic failed on {input_path}: {str(e).splitlines()[0][:300]}") from e
-        result = finish(onnx.load(tmp), tmp, input_path, meta, mode, options, keep, t0)
+        result = finish(onnx.load(tmp), tmp, input_path, meta, mode, options, keep, t0, search=search)
     return result

@@ -87,7 +87,7 @@ def to_fp16(model, keep: set):
     return model
 
 
-def quantize_fp16(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "fp16"):
+def quantize_fp16(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, mode: str = "fp16"):
     import onnx
     import onnxruntime as ort
 
@@ -107,6 +107,6 @@ def quantize_fp16(input_path: str, output: str, per_channel: bool = True, extra_
         "runs_on": "onnxruntime CPU/GPU, WASM, WebGPU (shader-f16 adapters)",
     }
     with atomic_path(output) as tmp:
-        result = finish(model, tmp, input_path, meta, mode, options, block, t0)
+        result = finish(model, tmp, input_path, meta, mode, options, block, t0, search=search)
         ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])  # it must load
     return result

@@ -22,7 +22,7 @@ def matmul_share(model, keep: set) -> float:
     return mm / total if total else 0.0
 
 
-def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "q4", fp16: bool = False):
+def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, mode: str = "q4", fp16: bool = False):
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -42,5 +42,5 @@ def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_fl
         model = to_fp16(model, set(block))
         options["float16"] = True
     with atomic_path(output) as tmp:
-        result = finish(model, tmp, input_path, meta, mode, options, keep, t0)
+        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search)
     return result

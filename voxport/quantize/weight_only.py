@@ -25,7 +25,7 @@ def _axis(node, w_dims) -> int:
     return len(w_dims) - 1
 
 
-def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, mode: str = "q8"):
+def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, mode: str = "q8"):
     import onnx
     from onnx import helper, numpy_helper
 
@@ -81,5 +81,5 @@ def quantize_weight_only(input_path: str, output: str, per_channel: bool = True,
         "runs_on": "everywhere fp32 runs, WebGPU included (DequantizeLinear + float compute)",
     }
     with atomic_path(output) as tmp:
-        result = finish(model, tmp, input_path, meta, mode, options, keep, t0)
+        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search)
     return result

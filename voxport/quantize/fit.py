@@ -1,0 +1,323 @@
+"""Tolerance met by construction: quantize, measure, and when the file misses its bar keep the most
+sensitive nodes float, the fewest that pass, within a size budget.
+
+The search is fast because it runs one model, not one file per trial: a "switch" graph holds every weight
+in float and its quantized values (read from the fully quantized file, so they are exactly the ones shipped),
+and one float input per node mixes them: w + s * (dequantized(w) - w). For dynamic files the node's input
+activation is mixed the same way with its run-time 8-bit round trip (DynamicQuantizeLinear then
+DequantizeLinear), which is what ConvInteger / MatMulInteger compute. One session then gives the error of
+any set of quantized nodes by changing a feed: each node alone (the ranking), and every prefix of the
+ranking (the search). The chosen set is then written as a real file and measured again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import QuantizeError
+from ..results import _ToDict
+from ..tolerances import FIT_MARGIN, SIZE_BUDGET, Tolerance
+
+SWITCH = "voxport_switch"
+RANK_SAMPLES = 4 * 16000  # the ranking runs the worst cases only, up to this many samples in all
+
+
+@dataclass(frozen=True)
+class FitResult(_ToDict):
+    """What the search did for one file."""
+
+    mode: str
+    target_max_abs_prob: float
+    max_abs_prob_all_quantized: float
+    passed_all_quantized: bool
+    kept_float: list = field(default_factory=list)  # [{"node", "op_type", "weights", "max_abs_prob_alone"}]
+    max_abs_prob: float = 0.0
+    size_bytes: int = 0
+    size_all_quantized: int = 0
+    size_budget: float = SIZE_BUDGET
+    seconds: float = 0.0
+    note: str = ""
+
+    def summary(self) -> str:
+        if self.passed_all_quantized:
+            return f"{self.mode}: fully quantized, max |dp| {self.max_abs_prob_all_quantized:.3g} on the verify cases"
+        grow = self.size_bytes / self.size_all_quantized if self.size_all_quantized else 1.0
+        return (f"{self.mode}: max |dp| {self.max_abs_prob_all_quantized:.3g} fully quantized > {self.target_max_abs_prob:.3g}; "
+                f"kept {len(self.kept_float)} nodes float -> {self.max_abs_prob:.3g}, "
+                f"{self.size_bytes / 1e6:.1f} MB ({grow:.2f}x the fully quantized {self.size_all_quantized / 1e6:.1f} MB)")
+
+
+class FitError(QuantizeError):
+    """No file within the size budget meets the tolerance; the message says what it would take."""
+
+    exit_code = 1
+
+
+def fit_target(tol: Tolerance) -> Tolerance:
+    return dataclasses.replace(tol, max_abs_prob=tol.max_abs_prob * FIT_MARGIN) if tol.max_abs_prob is not None else tol
+
+
+class Judge:
+    """Measures a set of outputs against the PyTorch references with a file kind's (fit) tolerance."""
+
+    def __init__(self, cases: list, refs: list, tol: Tolerance):
+        self.cases, self.refs, self.tol = cases, refs, tol
+
+    def report(self, outs: list, cases=None, refs=None):
+        from ..verify.check import compare
+
+        return compare("fit", "fit", "python", cases or self.cases, refs or self.refs, outs, self.tol)
+
+    def passes(self, outs: list) -> tuple:
+        r = self.report(outs)
+        return not r.reasons, r.max_abs_prob
+
+
+def _weight_nodes(model, keep: set) -> list:
+    """(node, weight name) of every Conv / MatMul / Gemm with a weight initializer, not kept float by the exporter."""
+    inits = {i.name for i in model.graph.initializer}
+    return [(n, n.input[1]) for n in model.graph.node
+            if n.op_type in ("Conv", "MatMul", "Gemm") and n.name not in keep and len(n.input) > 1 and n.input[1] in inits]
+
+
+def _axis(node, ndim: int) -> int:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        return 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+    return ndim - 1
+
+
+def shipped_weights(quantized_path: str, nodes: list) -> dict:
+    """weight name -> the dequantized values a quantized file holds for it (weight-only `_int8` or
+    onnxruntime's `_quantized` initializers), for the nodes the method quantized."""
+    import onnx
+    from onnx import numpy_helper
+
+    q = onnx.load(quantized_path)
+    inits = {i.name: i for i in q.graph.initializer}
+    out = {}
+    for node, w in nodes:
+        qname = next((w + s for s in ("_int8", "_quantized") if w + s in inits), None)
+        if qname is None or w + "_scale" not in inits:
+            continue
+        qv = numpy_helper.to_array(inits[qname]).astype(np.float64)
+        scale = numpy_helper.to_array(inits[w + "_scale"]).astype(np.float64)
+        zp = numpy_helper.to_array(inits[w + "_zero_point"]).astype(np.float64) if w + "_zero_point" in inits else np.zeros_like(scale)
+        if scale.size > 1:
+            shape = [1] * qv.ndim
+            shape[_axis(node, qv.ndim)] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        out[w] = ((qv - zp) * scale).astype(np.float32)
+    return out
+
+
+def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool):
+    """The fp32 graph with input `voxport_switch` [len(nodes)]: entry i mixes node i's float and quantized weights
+    (and, for dynamic files, its input activation with the activation's 8-bit round trip)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(fp32_path)
+    inits = {i.name: i for i in model.graph.initializer}
+    model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes)]))
+    by_name = {n.name: i for i, (n, _) in enumerate(nodes)}
+    new, added = [], []
+    for node in model.graph.node:
+        i = by_name.get(node.name)
+        if i is not None:
+            w = node.input[1]
+            base = f"voxport_sw{i}"
+            delta = deq[w] - numpy_helper.to_array(inits[w])
+            added += [numpy_helper.from_array(delta, base + "_delta"), numpy_helper.from_array(np.array([i], np.int64), base + "_idx")]
+            new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
+            new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_dw"]))
+            new.append(helper.make_node("Add", [w, base + "_dw"], [base + "_w"]))
+            node.input[1] = base + "_w"
+            if dynamic:
+                x = node.input[0]
+                new.append(helper.make_node("DynamicQuantizeLinear", [x], [base + "_xq", base + "_xs", base + "_xz"]))
+                new.append(helper.make_node("DequantizeLinear", [base + "_xq", base + "_xs", base + "_xz"], [base + "_xd"]))
+                new.append(helper.make_node("Sub", [base + "_xd", x], [base + "_xe"]))
+                new.append(helper.make_node("Mul", [base + "_xe", base + "_s"], [base + "_xm"]))
+                new.append(helper.make_node("Add", [x, base + "_xm"], [base + "_x"]))
+                node.input[0] = base + "_x"
+        new.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new)
+    model.graph.initializer.extend(added)
+    del model.graph.value_info[:]
+    return model
+
+
+class SwitchRunner:
+    def __init__(self, model, tmp: str, threads: int = 0):
+        import onnxruntime as ort
+
+        from ..onnxutil import save_model
+
+        path = os.path.join(tmp, "switch.onnx")
+        save_model(model, path)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.names = {i.name for i in self.sess.get_inputs()}
+
+    def run(self, switch: np.ndarray, cases: list) -> list:
+        outs = []
+        for c in cases:
+            feed = {"input_values": c.input_values, SWITCH: switch.astype(np.float32)}
+            if "attention_mask" in self.names:
+                feed["attention_mask"] = c.attention_mask if c.attention_mask is not None else np.ones_like(c.input_values, dtype=np.int64)
+            outs.append(self.sess.run(None, feed)[0])
+        return outs
+
+
+def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: list, target: Tolerance,
+        size_budget: float = SIZE_BUDGET, progress=None):
+    """quantize_fn(extra_float: list, search: dict | None) writes `output` (recording `search` in its options and
+    metadata) and returns a QuantizeResult. Returns (QuantizeResult, FitResult)."""
+    import onnx
+
+    from ..verify.runtimes import OnnxRuntimePython
+    from .common import read_source
+
+    say = progress or (lambda m: None)
+    t0 = time.time()
+    judge = Judge(cases, refs, target)
+    result = quantize_fn([], None)
+    ok, err0 = judge.passes(OnnxRuntimePython().run_cases(output, cases))
+    base_size = result.size_bytes
+    done = dict(mode=mode, target_max_abs_prob=target.max_abs_prob or 0.0, max_abs_prob_all_quantized=err0, size_all_quantized=base_size,
+                size_budget=size_budget)
+    if ok:
+        return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size, seconds=time.time() - t0)
+    src, _, keep = read_source(fp32_path)
+    nodes = _weight_nodes(src, set(keep))
+    deq = shipped_weights(output, nodes)
+    nodes = [(n, w) for n, w in nodes if w in deq]
+    if not nodes:
+        raise FitError(f"{mode} misses max |dp| {target.max_abs_prob:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
+    method = (result.options or {}).get("method")
+    say(f"{mode}: max |dp| {err0:.3g} > {target.max_abs_prob:.3g}; ranking {len(nodes)} nodes")
+    tmp = tempfile.mkdtemp(prefix="voxport-fit-")
+    try:
+        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=method == "dynamic"), tmp)
+        n = len(nodes)
+        # the worst cases of the fully quantized file carry the ranking
+        full = runner.run(np.ones(n), cases)
+        per_case = [judge.report([o], [c], [r]).max_abs_prob for c, r, o in zip(cases, refs, full)]
+        order = np.argsort(per_case)[::-1]
+        rank_idx, total = [], 0
+        for i in order:
+            if rank_idx and total + cases[i].input_values.size > RANK_SAMPLES:
+                continue
+            rank_idx.append(i)
+            total += cases[i].input_values.size
+        rc, rr = [cases[i] for i in rank_idx], [refs[i] for i in rank_idx]
+        alone = []
+        for i in range(n):
+            s = np.zeros(n)
+            s[i] = 1.0
+            alone.append(judge.report(runner.run(s, rc), rc, rr).max_abs_prob)
+        weights = {i.name: int(np.prod(i.dims)) for i in src.graph.initializer}
+        size = np.array([weights.get(w, 1) for _, w in nodes], np.float64)
+        alone = np.array(alone)
+
+        def passes_with(ranked, k: int) -> bool:
+            s = np.ones(n)
+            s[ranked[:k]] = 0.0
+            return judge.passes(runner.run(s, cases))[0]
+
+        def shortest(ranked) -> int:
+            lo, hi = 0, n  # passes_with(n) is the fp32 graph
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if passes_with(ranked, mid):
+                    hi = mid
+                else:
+                    lo = mid
+            return hi
+
+        # two orders: most harmful first, and most harm per weight first (cheaper in bytes); the smaller set wins
+        plans = []
+        for ranked in (list(np.argsort(-alone, kind="stable")), list(np.argsort(-alone / size, kind="stable"))):
+            k = shortest(ranked)
+            plans.append((float(size[ranked[:k]].sum()), k, ranked))
+        _, k, ranked = min(plans, key=lambda p: p[0])
+        del runner
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    while True:
+        names = [nodes[i][0].name for i in ranked[:k]]
+        kept = [{"node": nodes[i][0].name, "op_type": nodes[i][0].op_type, "weights": int(size[i]),
+                 "max_abs_prob_alone": round(float(alone[i]), 6)} for i in ranked[:k]]
+        say(f"{mode}: keeping {k} nodes float")
+        search = {"why": f"fully quantized max |dp| {err0:.3g} > {target.max_abs_prob:.3g} on the verify cases; the fewest most "
+                         f"sensitive nodes (each measured quantized alone) stay float", "kept_float": kept}
+        result = quantize_fn(names, search)
+        ok, err = judge.passes(OnnxRuntimePython().run_cases(output, cases))
+        too_big = result.size_bytes > size_budget * base_size
+        if ok or too_big or k >= n:
+            break
+        k = min(n, k + max(1, k // 4))  # the real file missed where the switch graph passed: a few more
+    fitres = FitResult(**done, passed_all_quantized=False, kept_float=kept, max_abs_prob=err, size_bytes=result.size_bytes,
+                       seconds=time.time() - t0)
+    if too_big or not ok:
+        os.remove(output)
+        need = (f"{k} nodes float, {result.size_bytes / 1e6:.1f} MB = {result.size_bytes / base_size:.2f}x" if ok or too_big
+                else "more than every quantized node")
+        raise FitError(f"{mode}: no file within {size_budget}x the fully quantized size ({base_size / 1e6:.1f} MB) meets max |dp| "
+                       f"{target.max_abs_prob:.3g} (fully quantized {err0:.3g}); it takes {need}. Pass --size-budget to allow "
+                       f"more, or drop {mode}")
+    return result, fitres
+
+
+def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,
+                          loaded=None, audio=None, target: float | None = None, size_budget: float = SIZE_BUDGET,
+                          config_path: str | None = None, progress=None):
+    """The quantize stage with its tolerance met by construction: the reference is rebuilt from the file's
+    source record (or `loaded`), the file is measured on the verify cases and, where it misses, its most
+    sensitive nodes stay float. Returns (QuantizeResult, FitResult)."""
+    from . import quantize
+    from ..archs import get_arch
+    from ..verify.check import build_cases
+
+    if loaded is None:
+        loaded = load_source(input_path)
+    spec = get_arch(loaded.arch)
+    cases = build_cases(spec, loaded, audio)
+    refs = [spec.reference(loaded, c) for c in cases]
+    tol = fit_target(spec.tolerance(loaded, mode))
+    if target is not None:
+        tol = dataclasses.replace(tol, max_abs_prob=target)
+
+    def run(extra, search):
+        return quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, config_path=config_path,
+                        extra_float=extra, search=search)
+
+    return fit(input_path, output, mode, run, cases, refs, tol, size_budget=size_budget, progress=progress)
+
+
+def load_source(path: str):
+    """The PyTorch model an exported file came from, rebuilt from its `voxport.source` metadata."""
+    import json
+
+    import onnx
+
+    from ..archs import get_arch
+    from ..onnxutil import read_metadata
+
+    meta = read_metadata(onnx.load(path, load_external_data=False))
+    source = json.loads(meta.get("voxport.source") or "null")
+    if not source:
+        raise QuantizeError(f"{path} has no source record in its metadata; export it with `voxport export-model`")
+    return get_arch(source["arch"]).load(**source)

@@ -124,15 +124,16 @@ def test_export_quantize_verify_commands(tmp_path, ecapa_ckpt):
     assert_one_line_error(r, "not found")
 
 
-def test_bad_audio(tmp_path, ecapa_folder):
+def test_bad_audio(tmp_path, ecapa_folder, ecapa_ckpt):
     junk = tmp_path / "notes.wav"
     junk.write_text("this is not audio")
     assert_one_line_error(run("verify", ecapa_folder, "--audio", junk), "not an audio file")
     short = write_wav(str(tmp_path / "short.wav"), seconds=200 / 16000, sr=16000, channels=1)
-    assert_one_line_error(run("verify", ecapa_folder, "--audio", short), "too short", "minimum is 257 samples")
+    assert_one_line_error(run("verify", ecapa_folder, "--checkpoint", ecapa_ckpt, "--audio", short), "too short",
+                          "minimum is 257 samples")
 
 
-def test_verify_exits_1_on_tampered_folder(tmp_path, ecapa_folder):
+def test_verify_exits_1_on_tampered_folder(tmp_path, ecapa_folder, ecapa_ckpt):
     import shutil
 
     import numpy as np
@@ -145,7 +146,7 @@ def test_verify_exits_1_on_tampered_folder(tmp_path, ecapa_folder):
     w = next(i for i in m.graph.initializer if tuple(i.dims) == (2, 192) or tuple(i.dims) == (192, 2))
     w.CopyFrom(onnx.numpy_helper.from_array((onnx.numpy_helper.to_array(w) * 1.5).astype(np.float32), w.name))
     onnx.save(m, p)
-    r = run("verify", folder)
+    r = run("verify", folder, "--checkpoint", ecapa_ckpt)
     assert r.exit_code == 1
     assert "verify: failed" in r.output
 

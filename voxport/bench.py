@@ -44,8 +44,9 @@ def bench(folder: str, seconds=(0.75, 3.0), threads: int = 2, runs: int = 20, lo
 
     files = folder_files(folder)
     if loaded is None:
-        source = read_source(folder)["source"]
-        loaded = get_arch(source["arch"]).load(**source)
+        from .archs.source import load_source
+
+        loaded = load_source(read_source(folder)["source"], what=folder)
     spec = get_arch(loaded.arch)
     torch.set_num_threads(threads)
     opts = ort.SessionOptions()

@@ -15,6 +15,7 @@ from .onnxutil import file_size
 from .package import DTYPE_FILES, check_output_dir, publish, write_folder
 from .quantize import MODES, Skipped, quantize
 from .results import BuildResult
+from .validate import check_audio_files, check_build_inputs
 from .verify.check import verify
 
 
@@ -38,13 +39,11 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
     """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA)."""
     say = progress or (lambda msg: None)
     t0 = time.time()
-    spec = get_arch(arch)
-    unknown = [m for m in quantize_modes if m not in MODES]
-    if unknown:
-        raise VoxportError(f"unknown quantization mode '{unknown[0]}'; choose from: {', '.join(MODES)}")
-    check_output_dir(output_dir, force)
+    spec = check_build_inputs(arch, output_dir, force, checkpoint, random_init, quantize_modes, runtimes, audio or (),
+                              opset, q8_method, q8_target)  # before any work
     say("loading checkpoint")
     loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed, **(load_options or {}))
+    check_audio_files(audio, spec.sample_rate, spec.min_samples(loaded))
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".voxport-build-", dir=parent)
@@ -74,7 +73,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         report = verify(files, loaded, audio=audio)
         sizes = {name: file_size(p) for name, p in files.items()}
         say("writing folder")
-        write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped)
+        write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped, name=os.path.basename(os.path.abspath(output_dir)))
         js = [r for r in runtimes if r != "python"]
         if js:
             from .verify.check import merge_reports, verify_js
@@ -82,7 +81,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
             for r in js:
                 say(f"verifying in Transformers.js ({r})")
                 report = merge_reports([report, verify_js(tmp, files, loaded, r, audio=audio)])
-            write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped)
+            write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped, name=os.path.basename(os.path.abspath(output_dir)))
         final = lambda p: os.path.join(output_dir, os.path.relpath(p, tmp))  # noqa: E731
         ex = dataclasses.replace(ex, path=final(ex.path))
         qs = [dataclasses.replace(q, path=final(q.path)) for q in qs]

@@ -1,6 +1,7 @@
 """Command line: parse, call the library, print the result, map errors to exit codes."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import time
 
 import click
 
-from .errors import VoxportError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, InternalError, VoxportError
 
 
 def _exit_on_sigterm():
@@ -30,20 +31,88 @@ def _progress(msg: str) -> None:
     click.echo(f"[{time.strftime('%H:%M:%S')}] {msg} ...", err=True)
 
 
+def _json(data) -> str:
+    """Strict JSON (NaN and infinities as null): every --json output parses anywhere."""
+    from .package import json_safe
+
+    return json.dumps(json_safe(data), indent=2, allow_nan=False)
+
+
 def _emit(result, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(_json(result.to_dict()))
     else:
         click.echo(result.to_table())
 
 
+# errno values that mean "this path of yours cannot be used", not "voxport broke"
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC,
+                errno.EDQUOT, errno.ENAMETOOLONG, errno.ENOENT, errno.ELOOP}
+
+
+def _debug_wanted(ctx=None) -> bool:
+    if os.environ.get("VOXPORT_DEBUG", "").strip().lower() not in ("", "0", "false", "no"):
+        return True
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and root.params.get("debug"))
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _classify(e: BaseException) -> tuple:
+    """(exit code, one-line message) for an exception that ends a command."""
+    if isinstance(e, (KeyboardInterrupt, click.exceptions.Abort)):
+        return EXIT_INTERRUPTED, "interrupted; nothing was published"
+    if isinstance(e, InternalError):
+        return EXIT_INTERNAL, f"{_one_line(e)}; run with --debug for the traceback"
+    if isinstance(e, VoxportError):
+        return e.exit_code, _one_line(e)
+    if isinstance(e, click.UsageError):
+        where = e.ctx.command_path if e.ctx is not None else "voxport"
+        return EXIT_BAD_INPUT, f"{_one_line(e.format_message()).rstrip('.')}; see `{where} --help`"
+    if isinstance(e, click.ClickException):
+        return EXIT_BAD_INPUT, _one_line(e.format_message())
+    if isinstance(e, OSError) and e.errno in _USER_ERRNOS and (e.filename or e.filename2):
+        path = e.filename if e.filename is not None else e.filename2
+        return EXIT_BAD_INPUT, f"cannot use {path}: {e.strerror or type(e).__name__}; check the path and its permissions"
+    if isinstance(e, MemoryError):
+        return EXIT_INTERNAL, "out of memory; try a smaller model or fewer --quantize modes; run with --debug for the traceback"
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return EXIT_INTERNAL, f"voxport failed: {type(e).__name__}{': ' + first if first else ''}; run with --debug for the traceback"
+
+
+def _fail(e: BaseException, ctx=None):
+    code, message = _classify(e)
+    if _debug_wanted(ctx):
+        import traceback
+
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 class _Group(click.Group):
+    """Keeps the exit-code contract: no traceback without --debug, one line on stderr, codes 0/1/2/3/130."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:  # options of the group itself
+            _fail(e)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except VoxportError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+        except click.exceptions.Exit:
+            raise
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            _fail(e, ctx)
 
 
 def _arch_choice():
@@ -52,7 +121,51 @@ def _arch_choice():
     return click.Choice(arch_names())
 
 
+def _remember_revision(ctx, param, value):
+    ctx.meta["voxport.revision"] = value
+    return value
+
+
+def _revision():
+    return click.get_current_context().meta.get("voxport.revision")
+
+
+def _revision_option(f):
+    return click.option("--revision", default=None, expose_value=False, callback=_remember_revision,
+                        help="Hub checkpoints: branch, tag or commit to download (recorded as the commit).")(f)
+
+
+def _check_onnx_file(path: str) -> None:
+    """An input .onnx must exist and parse, before any work."""
+    import onnx
+
+    if not os.path.isfile(path):
+        raise VoxportError(f"ONNX file not found: {path}")
+    try:
+        onnx.load(path, load_external_data=False)
+    except Exception:
+        raise VoxportError(f"{path} is not a readable ONNX file; pass a file written by `voxport export-model` or `voxport build`") from None
+
+
+def _check_runtimes(runtime: str) -> list:
+    from .verify.runtimes import get_runtime
+
+    names = [r.strip() for r in runtime.split(",") if r.strip()]
+    for r in names:
+        get_runtime(r).check()  # unknown names and missing node / chromium, before any work
+    return names
+
+
+def _load_folder_source(folder: str, checkpoint=None):
+    """The reference model of a built folder, from its source record (and --checkpoint for a local one)."""
+    from .archs.source import load_source
+    from .verify.check import read_source
+
+    return load_source(read_source(folder)["source"], checkpoint=checkpoint, revision=_revision(), what=folder)
+
+
 def _source_options(f):
+    f = _revision_option(f)
     f = click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init.")(f)
     f = click.option("--random-init", is_flag=True, help="Seeded random weights (offline demos and tests).")(f)
     f = click.option("--checkpoint", help="Local folder in the upstream layout, or a hub id.")(f)
@@ -65,9 +178,11 @@ def _check_source(checkpoint, random_init):
         raise VoxportError("pass exactly one of --checkpoint FOLDER_OR_HUB_ID and --random-init")
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog="Exit codes: 0 ok, 1 verification failed, 2 wrong input (the message says what to do), "
+                                "3 voxport failed (run with --debug), 130 interrupted.")
+@click.option("--debug", is_flag=True, help="Show the traceback of any error (also: VOXPORT_DEBUG=1).")
 @click.version_option(package_name="voxport")
-def main():
+def main(debug):
     """Export speech models to ONNX folders for Transformers.js, verified against PyTorch."""
     _quiet()
     _exit_on_sigterm()
@@ -83,10 +198,21 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
     """Export a checkpoint to one simplified ONNX file."""
     from .export import export_model
 
+    from .archs import get_arch
+    from .archs.source import check_checkpoint
+    from .package import check_output_location
+
     _check_source(checkpoint, random_init)
+    if checkpoint:
+        check_checkpoint(checkpoint)
+    if os.path.isdir(output):
+        raise VoxportError(f"{output} is a folder; pass an .onnx file path to --output")
     if os.path.exists(output) and not force:
         raise VoxportError(f"{output} already exists; pass --force to overwrite it")
-    _emit(export_model(arch, output, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset), progress=_progress), as_json)
+    check_output_location(output, "--output")
+    _progress("loading checkpoint")
+    loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed, revision=_revision())
+    _emit(export_model(arch, output, loaded=loaded, opset=int(opset), progress=_progress), as_json)
 
 
 @main.command("quantize")
@@ -99,36 +225,58 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
 @click.option("--explain", is_flag=True, help="Rank nodes by the error that quantizing each alone causes on the verify suite.")
 @click.option("--target-delta", type=float, default=None,
               help="Keep the fewest most-sensitive nodes float so max |dp| <= this; writes --output.")
+@click.option("--checkpoint", default=None,
+              help="With --explain/--target-delta on a file exported from a local folder: that folder (the reference).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True)
-def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, force, as_json):
+def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, checkpoint, force, as_json):
     """Quantize an exported file (the front end stays float)."""
     from .quantize import quantize
 
-    if not os.path.isfile(input_path):
-        raise VoxportError(f"ONNX file not found: {input_path}")
+    _check_onnx_file(input_path)
     if output is None and not (explain and target_delta is None):
         raise VoxportError("pass --output OUT.onnx (or --explain alone to only rank the nodes)")
-    if output and os.path.exists(output) and not force:
-        raise VoxportError(f"{output} already exists; pass --force to overwrite it")
-    extra = []
+    if output:
+        from .package import check_output_location
+
+        if os.path.isdir(output):
+            raise VoxportError(f"{output} is a folder; pass an .onnx file path to --output")
+        if os.path.exists(output) and not force:
+            raise VoxportError(f"{output} already exists; pass --force to overwrite it")
+        check_output_location(output, "--output")
+    extra, report = [], None
     if explain or target_delta is not None:
         from .quantize.sensitivity import explain as run_explain
 
+        if checkpoint:  # the reference of a file exported from a local folder: load it (hashes checked) first
+            import onnx
+
+            from .archs.source import load_source
+            from .onnxutil import read_metadata
+
+            meta = read_metadata(onnx.load(input_path, load_external_data=False))
+            load_source(json.loads(meta.get("voxport.source") or "{}") or {"arch": ""}, checkpoint=checkpoint, what=input_path)
         report = run_explain(input_path, mode=mode, method=method, target=target_delta, progress=_progress)
-        _emit(report, as_json)
         extra = report.kept_float
         if output is None:
+            _emit(report, as_json)
             return
+        if not as_json:
+            _emit(report, as_json)
     result = quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, extra_float=extra)
-    if not as_json:
+    if as_json and report is not None:
+        click.echo(_json({"explain": report.to_dict(), "quantize": result.to_dict()}))
+    else:
         _emit(result, as_json)
 
 
 @main.command("verify")
 @click.argument("target", nargs=-1, required=True)
 @click.option("--arch", default=None, help="With ONNX files: the architecture of the reference.")
-@click.option("--checkpoint", default=None, help="With ONNX files: the reference checkpoint.")
+@click.option("--checkpoint", default=None,
+              help="The reference checkpoint: with ONNX files; with a FOLDER built from a local checkpoint, that folder "
+                   "(its weights must have the sha256 the folder recorded).")
+@_revision_option
 @click.option("--random-init", is_flag=True)
 @click.option("--seed", type=int, default=0)
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files (any rate/channels), repeatable.")
@@ -137,22 +285,41 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_json):
     """Check a built FOLDER (or ONNX files) against PyTorch. Exit 1 when a file fails."""
-    from .verify.check import verify, verify_folder
+    from .package import recover_interrupted
+    from .validate import check_audio_files
+    from .verify.check import folder_files, read_source, verify, verify_folder
 
+    if len(target) == 1:
+        recover_interrupted(target[0])
     if len(target) == 1 and os.path.isdir(target[0]):
-        report = verify_folder(target[0], audio=list(audio), runtime=runtime)
+        folder = target[0]
+        read_source(folder), folder_files(folder)  # a folder made by `voxport build`
+        _check_runtimes(runtime)
+        check_audio_files(audio)
+        if checkpoint:
+            from .archs.source import check_checkpoint
+
+            check_checkpoint(checkpoint)
+        loaded = _load_folder_source(folder, checkpoint)
+        report = verify_folder(folder, audio=list(audio), runtime=runtime, loaded=loaded)
     else:
         missing = [t for t in target if not os.path.isfile(t)]
         if missing:
             raise VoxportError(f"not found: {missing[0]}; pass a folder made by `voxport build` or .onnx files")
+        for t in target:
+            _check_onnx_file(t)
         if runtime != "python":
             raise VoxportError("the Transformers.js runtimes load a folder; pass a folder made by `voxport build`")
         if not arch:
             raise VoxportError("with ONNX files, pass --arch and --checkpoint (or --random-init) for the reference")
         _check_source(checkpoint, random_init)
+        check_audio_files(audio)
         from .archs import get_arch
+        from .archs.source import check_checkpoint
 
-        loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed)
+        if checkpoint:
+            check_checkpoint(checkpoint)
+        loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed, revision=_revision())
         report = verify({os.path.basename(t): t for t in target}, loaded, audio=list(audio), runtime=runtime)
     _emit(report, as_json)
     sys.exit(0 if report.passed else 1)
@@ -183,6 +350,7 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
                        quantize_modes=tuple(m.strip() for m in modes.split(",") if m.strip()), q8_method=q8_method,
                        q8_target=q8_target, audio=list(audio), force=force, progress=_progress,
+                       load_options={"revision": _revision()} if _revision() else None,
                        runtimes=tuple(r.strip() for r in runtime.split(",") if r.strip()))
     except BuildFailed as e:
         _emit(e.result.verify, as_json)
@@ -197,19 +365,28 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
 @click.option("--seconds", default="0.75,3", show_default=True, help="Input lengths in seconds, comma-separated.")
 @click.option("--runtime", default="python", show_default=True,
               help="Comma-separated: python (PyTorch + onnxruntime), node, browser, webgpu (Transformers.js).")
+@click.option("--checkpoint", default=None, help="For a FOLDER built from a local checkpoint: that folder (PyTorch row).")
+@_revision_option
 @click.option("--json", "as_json", is_flag=True)
-def bench_cmd(folder, threads, runs, seconds, runtime, as_json):
+def bench_cmd(folder, threads, runs, seconds, runtime, checkpoint, as_json):
     """Size and latency of PyTorch eager and every ONNX file in FOLDER."""
     from .bench import bench
+    from .package import recover_interrupted
+    from .verify.check import folder_files
 
+    recover_interrupted(folder)
     if not os.path.isdir(folder):
         raise VoxportError(f"folder not found: {folder}; pass a folder made by `voxport build`")
     try:
         secs = tuple(float(s) for s in seconds.split(","))
     except ValueError:
         raise VoxportError(f"--seconds must be numbers separated by commas, got '{seconds}'") from None
-    _emit(bench(folder, seconds=secs, threads=threads, runs=runs,
-                runtimes=tuple(r.strip() for r in runtime.split(",") if r.strip())), as_json)
+    if threads < 1 or runs < 1 or not all(0 < x <= 600 for x in secs):
+        raise VoxportError("--threads and --runs must be at least 1, and --seconds between 0 and 600")
+    folder_files(folder)
+    runtimes = _check_runtimes(runtime)
+    loaded = _load_folder_source(folder, checkpoint)
+    _emit(bench(folder, seconds=secs, threads=threads, runs=runs, runtimes=tuple(runtimes), loaded=loaded), as_json)
 
 
 if __name__ == "__main__":

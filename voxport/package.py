@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 
 from .errors import PackageError
 
@@ -28,35 +29,111 @@ def kind_of(file_name: str) -> str:
     return "q8" if "quant" in file_name or "q8" in file_name else "fp32"
 
 
+OLD_SUFFIX = ".old-voxport"
+
+
+def recover_interrupted(folder: str) -> None:
+    """A replacement killed between its two renames leaves `X.old-voxport` and no X: put the old folder back.
+    With both present the new folder is complete (it is renamed into place whole): drop the old one."""
+    folder = folder.rstrip("/\\") or folder
+    old = folder + OLD_SUFFIX
+    if os.path.isdir(old):
+        if not os.path.lexists(folder):
+            os.replace(old, folder)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_location(path: str, option: str = "--output-dir") -> None:
+    """The place `path` would be written must be a folder we can create files in; checked before any work."""
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise PackageError(f"cannot create {path}: {parent} is a file, not a folder; choose another {option}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".voxport-probe-", dir=parent)
+        os.rmdir(probe)
+    except OSError as e:
+        raise PackageError(f"cannot write in {parent} ({e.strerror or type(e).__name__}); choose another {option}") from None
+
+
 def check_output_dir(folder: str, force: bool) -> None:
+    recover_interrupted(folder)
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise PackageError(f"{folder} exists and is not a folder; choose another --output-dir")
     if os.path.exists(folder) and not force:
         raise PackageError(f"{folder} already exists; pass --force to replace it or choose another --output-dir")
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise PackageError(f"{folder} exists and is not a folder")
+    check_output_location(folder)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def publish(tmp: str, folder: str, force: bool) -> None:
-    """Move a finished temporary folder into place, replacing the old one only with force."""
+    """Move a finished temporary folder into place, replacing the old one only with force.
+
+    Replacing swaps the two folders atomically where the OS can; elsewhere the old folder is renamed aside
+    first, and an interrupted replacement is undone by the next run (recover_interrupted)."""
+    folder = folder.rstrip("/\\") or folder
     check_output_dir(folder, force)
-    if os.path.exists(folder):
-        old = folder.rstrip("/") + ".old-voxport"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
+    if not os.path.exists(folder):
         os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    if _exchange(tmp, folder):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        return
+    old = folder + OLD_SUFFIX
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, old)
+    try:
         os.replace(tmp, folder)
+    except BaseException:
+        os.replace(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def json_safe(value):
+    """Strict-JSON form of a value: NaN and infinities become null (JSON has neither)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:  # numpy scalars
+        return json_safe(value.item())
+    return value
 
 
 def write_json(path: str, data) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
+        json.dump(json_safe(data), f, indent=2, ensure_ascii=False, allow_nan=False)
         f.write("\n")
 
 
 def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_result, quantize_results: list,
-                 skipped: dict | None = None) -> None:
-    """config.json, preprocessor_config.json, extra files, source record and model card into `folder`."""
+                 skipped: dict | None = None, name: str | None = None) -> None:
+    """config.json, preprocessor_config.json, extra files, source record and model card into `folder`.
+    name: the folder's published name (the card's usage shows it); default: the base name of `folder`."""
     from . import __version__
 
     if not os.path.isdir(os.path.join(folder, "onnx")):
@@ -79,7 +156,8 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
         "verify": verify_report.to_dict(),
     })
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(model_card(spec, loaded, verify_report, files, export_result, quantize_results, skipped or {}))
+        f.write(model_card(spec, loaded, verify_report, files, export_result, quantize_results, skipped or {},
+                           name=name or os.path.basename(os.path.abspath(folder))))
 
 
 def _js_cell(r) -> str:
@@ -93,7 +171,17 @@ def _js_cell(r) -> str:
     return r.status.value + (f": {r.reasons[0]}" if r.reasons else "")
 
 
-def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None) -> str:
+def describe_origin(source: dict) -> str:
+    """What the weights are, in words, from a source record (never a local path)."""
+    if source.get("random_init"):
+        return f"seeded random weights (seed {source.get('seed')}) made by voxport for demos and tests, not a trained model"
+    if source.get("local"):
+        return f"the local checkpoint folder `{source.get('checkpoint')}` (sha256 of each weight file in `voxport.json`)"
+    rev = source.get("revision")
+    return f"`{source.get('checkpoint')}`" + (f" at revision `{rev[:12]}`" if rev else "")
+
+
+def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None, name: str = "model-onnx") -> str:
     from . import __version__
 
     card = spec.card(loaded)
@@ -103,7 +191,7 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         front.append(f"base_model: {card['base_model']}")
     front += ["tags:", "- onnx", "- audio", "- voxport", "---", ""]
     src = loaded.source
-    origin = f"random weights (seed {src.get('seed')}), for demos and tests only" if src.get("random_init") else f"`{src.get('checkpoint')}`"
+    origin = describe_origin(src)
     lines = front + [
         f"# {card.get('title', spec.name)}", "",
         f"ONNX export of {origin}, made with voxport {__version__} "
@@ -111,7 +199,8 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         "## Usage (Transformers.js)", "", "```js",
         'import { pipeline } from "@huggingface/transformers";',
         "",
-        f'const {"transcriber" if "speech" in task else "classifier"} = await pipeline("{task}", "<this-repo-or-folder>", {{ dtype: "q8" }}); // or "fp32"',
+        f"// \"{name}\": this folder, or \"<user>/{name}\" once uploaded to the Hub",
+        f'const {"transcriber" if "speech" in task else "classifier"} = await pipeline("{task}", "{name}", {{ dtype: "q8" }}); // or "fp32"',
         f'const out = await {"transcriber" if "speech" in task else "classifier"}(audio); // Float32Array, 16 kHz mono'
         + (" -> { text }" if "speech" in task else ""),
     ]
@@ -140,6 +229,13 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
     if methods:
         lines += ["", "Quantized files: " + "; ".join(f"`{k}` {v}" for k, v in methods.items())
                   + " (options and reasons in `quantize_config.json`)."]
+    for q in quantize_results:
+        search = q.options.get("search")
+        if search:
+            kept = search["kept_float"]
+            lines.append(f"- `{os.path.basename(q.path)}`: {search['why']}: "
+                         + ", ".join(f"`{k['node']}` ({k['op_type']}, \\|Δp\\| {k['max_abs_prob_alone']:.1e} alone)" for k in kept[:8])
+                         + (f" and {len(kept) - 8} more" if len(kept) > 8 else "") + ".")
     for mode, why in (skipped or {}).items():
         lines.append(f"- `{mode}` not built: {why}")
     lines += ["", "## Verification", "",

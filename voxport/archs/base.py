@@ -7,31 +7,7 @@ from typing import Any
 import numpy as np
 
 
-def hub_id(checkpoint) -> str | None:
-    """The checkpoint as a hub id ("owner/name") when it is not a local path."""
-    import os
-
-    if checkpoint and not os.path.isabs(checkpoint) and checkpoint.count("/") == 1 and not os.path.exists(checkpoint):
-        return checkpoint
-    return None
-
-
-def resolve_checkpoint(checkpoint: str, patterns: list, layout: str) -> str:
-    """A local folder as it is; a hub id downloaded (only the files in `patterns`)."""
-    import os
-
-    from ..errors import CheckpointError
-
-    if os.path.isdir(checkpoint):
-        return checkpoint
-    if not hub_id(checkpoint) or checkpoint.startswith((".", "~")):
-        raise CheckpointError(f"checkpoint folder not found: {checkpoint}; pass {layout}, or a hub id")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(checkpoint, allow_patterns=patterns)
-    except Exception as e:
-        raise CheckpointError(f"cannot download '{checkpoint}' from the hub ({type(e).__name__}); download it and pass the local folder") from None
+from .source import hub_id, resolve_checkpoint  # noqa: E402,F401  (re-exported for the arch modules)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Loaded, Tolerance, hub_id, resolve_checkpoint
+from .base import ArchSpec, Loaded, Tolerance
+from .source import checkpoint_record, recorded_folder, resolve_checkpoint
 
 HUB_ID = "JaesungHuh/ecapa-gender"  # the upstream weights (github: JaesungHuh/voice-gender-classifier)
 LABELS = {0: "male", 1: "female"}
@@ -232,7 +233,9 @@ class ECAPASpec(ArchSpec):
     tolerances["int8"] = tolerances["uint8"] = tolerances["q8"]
     tolerances["q4f16"] = tolerances["q4"]
 
-    def load(self, checkpoint=None, random_init=False, seed=0, C=None, front_end="stft", **kw) -> Loaded:
+    def load(self, checkpoint=None, random_init=False, seed=0, C=None, front_end="stft", revision=None, local=False,
+             weights=None, **kw) -> Loaded:
+        """local/weights: a source record of a local folder (rebuilt from the folder this process loaded)."""
         import torch
 
         if random_init:
@@ -245,8 +248,10 @@ class ECAPASpec(ArchSpec):
         else:
             if not checkpoint:
                 raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for seeded random weights")
-            folder = resolve_checkpoint(checkpoint, ["config.json", "*.safetensors", "*.bin", "LICENSE*", "README.md"],
-                                        "a folder with config.json and model.safetensors")
+            if local:
+                checkpoint = recorded_folder(checkpoint, weights)
+            folder = resolve_checkpoint(checkpoint, ["config.json", "LICENSE*", "README.md"],
+                                        "a folder with config.json and model.safetensors", revision=revision)
             sd, weights = _read_state_dict(folder)
             cfg_path = os.path.join(folder, "config.json")
             cfg = {}
@@ -270,9 +275,10 @@ class ECAPASpec(ArchSpec):
                     f"weights do not match ECAPA_gender: {len(result.missing_keys)} missing ({miss or '-'}), "
                     f"{len(result.unexpected_keys)} unexpected ({unexp or '-'}); is this a voice-gender-classifier checkpoint?"
                 )
-            source = {"arch": self.name, "checkpoint": os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint,
+            source = {"arch": self.name, **checkpoint_record(checkpoint, folder, [weights], revision),
                       "random_init": False, "seed": None, "C": C}
-            extra = {"folder": folder, "weights": weights}
+            extra = {"folder": folder, "weights": weights, "license": _read_license(folder),
+                     "card_license": _front_matter_license(folder)}
         model.eval()
         return Loaded(arch=self.name, model=model, source=source, config={"C": C}, extra=extra)
 
@@ -328,25 +334,43 @@ class ECAPASpec(ArchSpec):
             "return_attention_mask": False,
         }
 
+    def _license(self, loaded) -> bytes | None:
+        """The checkpoint's own licence file; the upstream MIT text for the upstream hub weights; none for
+        random weights (nothing upstream is in them) or a checkpoint that ships none."""
+        if loaded.source.get("random_init"):
+            return None
+        if loaded.extra.get("license"):
+            return loaded.extra["license"]
+        return UPSTREAM_LICENSE.encode() if loaded.source.get("checkpoint") == HUB_ID and not loaded.source.get("local") else None
+
     def extra_files(self, loaded):
-        folder = loaded.extra.get("folder")
-        if folder:
-            for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
-                p = os.path.join(folder, name)
-                if os.path.isfile(p):
-                    with open(p, "rb") as f:
-                        return {"LICENSE": f.read()}
-        return {"LICENSE": UPSTREAM_LICENSE.encode()}
+        text = self._license(loaded)
+        return {"LICENSE": text} if text else {}
 
     def card(self, loaded):
+        text = self._license(loaded)
+        if loaded.source.get("random_init"):
+            license_id = "mit"  # random weights made by voxport (MIT); no upstream weights, so no upstream licence
+        else:
+            license_id = loaded.extra.get("card_license") or ("mit" if text and b"MIT License" in text[:200] else "other")
+        notes = [
+            "`config.json` says `model_type: wav2vec2` although this is ECAPA-TDNN: Transformers.js picks its model class "
+            "by `model_type`, and its wav2vec2 audio-classification wrapper runs any graph that maps `input_values` to "
+            "`logits`, so that is the route by which this model loads.",
+        ]
+        if loaded.source.get("random_init"):
+            notes.append("The weights are seeded random numbers (BatchNorm statistics and the head fitted to synthetic voices): "
+                         "for trying the pipeline, not for real decisions.")
+        elif text is None:
+            notes.append("The checkpoint came without a licence file: add the weights' licence before publishing this folder.")
         return {
             "title": "ECAPA-TDNN voice gender classifier (ONNX)",
-            "base_model": hub_id(loaded.source.get("checkpoint")) or HUB_ID,
-            "license": "mit",
+            "base_model": None if loaded.source.get("random_init") or loaded.source.get("local") else loaded.source.get("checkpoint"),
+            "license": license_id,
             "pipeline_tag": "audio-classification",
             "labels": LABELS,
             "example_label": "female",
-            "notes": [
+            "notes": notes + [
                 "The log-mel front end is inside the graph: feed raw 16 kHz mono audio, unnormalised "
                 "(`do_normalize: false`).",
                 f"Minimum input: {MIN_SAMPLES} samples. Inputs in a batch must have the same length (no attention mask).",
@@ -354,6 +378,28 @@ class ECAPASpec(ArchSpec):
                 "quantizing it collapses the model to one class.",
             ],
         }
+
+
+def _read_license(folder: str) -> bytes | None:
+    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            with open(p, "rb") as f:
+                return f.read()
+    return None
+
+
+def _front_matter_license(folder: str) -> str | None:
+    """The licence named in the checkpoint's model card front matter (README.md), if any."""
+    path = os.path.join(folder, "README.md")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(4000)
+        if text.startswith("---"):
+            for line in text.split("---")[1].splitlines():
+                if line.strip().startswith("license:"):
+                    return line.split(":", 1)[1].strip() or None
+    return None
 
 
 def front_end_nodes(onnx_model, until_op: str) -> list:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Case, Loaded, Tolerance, hub_id, resolve_checkpoint
+from .base import ArchSpec, Case, Loaded, Tolerance
+from .ctc_tokenizer import build_tokenizer, ctc_tokenizer_files, greedy_decode, read_ctc_tokenizer  # noqa: F401
+from .source import checkpoint_record, recorded_folder, resolve_checkpoint, weight_files
 
 PADDING_INVARIANT = 1e-4  # PyTorch padded-with-mask vs alone below this counts as invariant
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
@@ -153,27 +156,39 @@ class Wav2Vec2Spec(ArchSpec):
     tolerances["q4f16"] = tolerances["q4"]
 
     def load(self, checkpoint=None, random_init=False, seed=0, model_type="wav2vec2", task="cls", norm="layer",
-             preset="tiny", **kw) -> Loaded:
-        import transformers
-
+             preset="tiny", revision=None, local=False, weights=None, **kw) -> Loaded:
+        """local/weights: a source record of a local folder (rebuilt from the folder this process loaded).
+        Random weights are saved to a temporary checkpoint, read back whole, and the folder removed."""
         _quiet_transformers()
-        tmp = None
         if random_init:
-            tmp = tempfile.mkdtemp(prefix="voxport-w2v-")
-            folder = make_checkpoint(tmp, model_type=model_type, task=task, norm=norm, preset=preset, seed=seed)
             source = {"arch": self.name, "checkpoint": None, "random_init": True, "seed": seed, "model_type": model_type,
                       "task": task, "norm": norm, "preset": preset}
-        else:
-            if not checkpoint:
-                raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for a seeded tiny model")
-            folder = resolve_checkpoint(checkpoint, ["*.json", "*.safetensors", "*.txt", "LICENSE*", "README.md"],
-                                        "a save_pretrained folder")
-            source = {"arch": self.name, "checkpoint": os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint,
-                      "random_init": False, "seed": None}
+            tmp = tempfile.mkdtemp(prefix="voxport-w2v-")
+            try:
+                folder = make_checkpoint(tmp, model_type=model_type, task=task, norm=norm, preset=preset, seed=seed)
+                return self._load_folder(folder, source)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if not checkpoint:
+            raise CheckpointError("pass --checkpoint FOLDER_OR_HUB_ID, or --random-init for a seeded tiny model")
+        if local:
+            checkpoint = recorded_folder(checkpoint, weights)
+        folder = resolve_checkpoint(checkpoint, ["*.json", "*.txt", "LICENSE*", "README.md"], "a save_pretrained folder",
+                                    revision=revision)
+        files = weight_files(folder)
+        if not files:
+            raise CheckpointError(f"{checkpoint} has no model.safetensors or pytorch_model.bin; pass a save_pretrained folder")
+        source = {"arch": self.name, **checkpoint_record(checkpoint, folder, files, revision), "random_init": False, "seed": None}
+        return self._load_folder(folder, source)
+
+    def _load_folder(self, folder, source) -> Loaded:
+        """Everything later stages need is read here: nothing refers back to `folder` after loading."""
+        import transformers
+
         try:
             cfg = transformers.AutoConfig.from_pretrained(folder)
         except Exception as e:
-            raise CheckpointError(f"{folder} has no readable config.json ({str(e).splitlines()[0][:120]}); pass a save_pretrained folder") from None
+            raise CheckpointError(f"the checkpoint has no readable config.json ({str(e).splitlines()[0][:120]}); pass a save_pretrained folder") from None
         if cfg.model_type not in MODEL_TYPES:
             raise CheckpointError(f"model_type '{cfg.model_type}' is not in the wav2vec2 family ({', '.join(MODEL_TYPES)})")
         archs = cfg.architectures or []
@@ -185,27 +200,25 @@ class Wav2Vec2Spec(ArchSpec):
             raise CheckpointError(f"config.json architectures {archs} has no ...ForCTC or ...ForSequenceClassification head")
         cls = getattr(transformers, CLASS_PREFIX[cfg.model_type] + head)
         try:
-            model = cls.from_pretrained(folder, attn_implementation="eager").eval()
+            # pytorch_model.bin is read with torch.load(weights_only=True): a pickle that runs code is refused
+            model = cls.from_pretrained(folder, attn_implementation="eager", weights_only=True).eval()
         except Exception as e:
-            raise CheckpointError(f"cannot load the weights in {folder}: {str(e).splitlines()[0][:200]}") from None
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CheckpointError(f"cannot load the weights of the checkpoint ({type(e).__name__}: {msg}); "
+                                  "pass a save_pretrained folder whose config.json matches its weights") from None
         if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-            fe = transformers.Wav2Vec2FeatureExtractor.from_pretrained(folder)
+            try:
+                fe = transformers.Wav2Vec2FeatureExtractor.from_pretrained(folder)
+            except Exception as e:
+                raise CheckpointError(f"the checkpoint's preprocessor_config.json cannot be read ({type(e).__name__}); fix or remove it") from None
         else:
             fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                                                        return_attention_mask=getattr(cfg, "feat_extract_norm", "layer") == "layer")
-        extra = {"folder": folder, "feature_extractor": fe, "tmp": tmp}
+        extra = {"folder": None if source.get("random_init") else folder, "feature_extractor": fe, "hf_config": cfg.to_dict(),
+                 "license": _read_license(folder), "card_license": _card_license(folder)}
         if task == "ctc":
-            vocab_path = os.path.join(folder, "vocab.json")
-            if not os.path.isfile(vocab_path):
-                raise CheckpointError(f"{folder} has no vocab.json; a CTC checkpoint needs its vocabulary")
-            with open(vocab_path, encoding="utf-8") as f:
-                vocab = json.load(f)
-            tcfg = {}
-            tcfg_path = os.path.join(folder, "tokenizer_config.json")
-            if os.path.isfile(tcfg_path):
-                with open(tcfg_path, encoding="utf-8") as f:
-                    tcfg = json.load(f)
-            extra.update(vocab=vocab, tokenizer_config=tcfg)
+            tok = read_ctc_tokenizer(folder)
+            extra.update(tokenizer=tok, vocab=tok.vocab, tokenizer_config=tok.config)
         config = {"model_type": cfg.model_type, "task": task, "uses_mask": bool(fe.return_attention_mask),
                   "do_normalize": bool(fe.do_normalize), "norm": getattr(cfg, "feat_extract_norm", "layer")}
         return Loaded(arch=self.name, model=_module(model, config["uses_mask"]), source=source, config=config, extra=extra)
@@ -253,7 +266,8 @@ class Wav2Vec2Spec(ArchSpec):
         return {"model_type": loaded.config["model_type"], "uses_attention_mask": str(loaded.config["uses_mask"]).lower()}
 
     # verify
-    def _prep(self, loaded, x):
+    def prepare(self, loaded, x):
+        """Wav2Vec2FeatureExtractor with do_normalize: zero mean, unit variance per clip."""
         if loaded.config["do_normalize"]:
             x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
         return x.astype(np.float32)
@@ -261,7 +275,7 @@ class Wav2Vec2Spec(ArchSpec):
     def cases(self, loaded):
         from ..verify.suite import speech_like
 
-        prep = lambda x: self._prep(loaded, x)  # noqa: E731
+        prep = lambda x: self.prepare(loaded, x)  # noqa: E731
         n_min = self.min_samples(loaded)
         cases = [
             Case("speech 1 s", prep(speech_like(16000, 120, 1))[None]),
@@ -337,7 +351,7 @@ class Wav2Vec2Spec(ArchSpec):
         from ..verify.suite import speech_like
 
         if "padding_drift" not in loaded.extra:
-            x = self._prep(loaded, speech_like(16000, 150, 11))
+            x = self.prepare(loaded, speech_like(16000, 150, 11))
             padded = np.concatenate([x, np.zeros(9600, np.float32)])
             with torch.inference_mode():
                 a = loaded.model(torch.from_numpy(x)[None])[0].numpy()
@@ -349,24 +363,14 @@ class Wav2Vec2Spec(ArchSpec):
 
     def transcribe(self, loaded, logits) -> str:
         """Greedy CTC: argmax per frame, merge repeats, drop the blank (pad), `|` -> space."""
-        vocab = loaded.extra["vocab"]
-        tcfg = loaded.extra["tokenizer_config"]
-        id2tok = {i: t for t, i in vocab.items()}
-        pad = tcfg.get("pad_token", "<pad>")
-        delim = tcfg.get("word_delimiter_token", "|")
-        specials = {tcfg.get(k) for k in ("bos_token", "eos_token", "unk_token")} - {None}
-        # as transformers' decode(skip_special_tokens=True): other special tokens go before merging, the blank after
-        toks = [id2tok.get(i, "") for i in logits.argmax(-1).tolist()]
-        toks = [t for t in toks if t not in specials]
-        toks = [t for j, t in enumerate(toks) if (j == 0 or t != toks[j - 1])]
-        toks = [t for t in toks if t != pad]
-        return " ".join("".join(toks).replace(delim, " ").split())
+        tok = loaded.extra.get("tokenizer") or build_tokenizer(loaded.extra["vocab"], loaded.extra.get("tokenizer_config"))
+        return greedy_decode(tok, logits.argmax(-1).tolist())
 
     # package
     def hf_config(self, loaded):
         import transformers
 
-        cfg = transformers.AutoConfig.from_pretrained(loaded.extra["folder"]).to_dict()
+        cfg = json.loads(json.dumps(loaded.extra["hf_config"]))
         mt = cfg["model_type"]
         task = loaded.config["task"]
         js_types = JS_CTC_TYPES if task == "ctc" else JS_CLS_TYPES
@@ -387,19 +391,17 @@ class Wav2Vec2Spec(ArchSpec):
     def extra_files(self, loaded):
         files = {}
         if loaded.config["task"] == "ctc":
-            tok_json, tok_cfg = ctc_tokenizer_files(loaded.extra["vocab"], loaded.extra["tokenizer_config"])
+            tok_json, tok_cfg = ctc_tokenizer_files(loaded.extra["tokenizer"])
             files["tokenizer.json"] = tok_json.encode("utf-8")
             files["tokenizer_config.json"] = json.dumps(tok_cfg, indent=2, ensure_ascii=False).encode("utf-8")
             files["vocab.json"] = json.dumps(loaded.extra["vocab"], ensure_ascii=False).encode("utf-8")
-        folder = loaded.extra.get("folder")
-        for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
-            if folder and os.path.isfile(os.path.join(folder, name)):
-                with open(os.path.join(folder, name), "rb") as f:
-                    files["LICENSE"] = f.read()
+        if loaded.extra.get("license"):
+            files["LICENSE"] = loaded.extra["license"]
         return files
 
     def card(self, loaded):
-        hub = hub_id(loaded.source.get("checkpoint"))
+        src = loaded.source
+        hub = None if src.get("random_init") or src.get("local") else src.get("checkpoint")
         ctc = loaded.config["task"] == "ctc"
         notes = [f"Source model type: `{loaded.config['model_type']}`; "
                  + ("takes `attention_mask` (layer-norm feature encoder): padded batches match each clip alone."
@@ -407,13 +409,21 @@ class Wav2Vec2Spec(ArchSpec):
                     f"no attention mask (group-norm feature encoder): outputs change with padding "
                     f"(a clip padded by 60% drifts {self.padding_drift(loaded):.2e} in logits, in PyTorch too); run clips one at a time."),
                  "The convolutional feature encoder stays float in the 8-bit files."]
+        if self.hf_config(loaded)["model_type"] != loaded.config["model_type"]:
+            notes.append(f"`config.json` says `model_type: wav2vec2` (the original type is kept in `voxport_model_type`): "
+                         f"Transformers.js picks its model class by `model_type` and has no {loaded.config['model_type']} "
+                         f"pipeline for this task; its wav2vec2 wrapper runs any graph that maps `input_values` to `logits`.")
+        if loaded.source.get("random_init"):
+            notes.append("The weights are seeded random numbers: for trying the pipeline, not for real predictions.")
+        elif not loaded.extra.get("license") and loaded.extra.get("card_license") in (None, "other"):
+            notes.append("The checkpoint came without a licence: add the weights' licence before publishing this folder.")
         return {"title": f"{loaded.config['model_type']} {'CTC speech recognition' if ctc else 'audio classification'} (ONNX)",
-                "base_model": hub, "license": _card_license(loaded.extra.get("folder")),
+                "base_model": hub, "license": loaded.extra.get("card_license") or "other",
                 "pipeline_tag": "automatic-speech-recognition" if ctc else "audio-classification", "notes": notes}
 
 
-def _card_license(folder) -> str:
-    """The licence named in the checkpoint's model card front matter, else "other"."""
+def _card_license(folder) -> str | None:
+    """The licence named in the checkpoint's model card front matter, if any."""
     path = os.path.join(folder or "", "README.md")
     if folder and os.path.isfile(path):
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -421,34 +431,17 @@ def _card_license(folder) -> str:
         if text.startswith("---"):
             for line in text.split("---")[1].splitlines():
                 if line.strip().startswith("license:"):
-                    return line.split(":", 1)[1].strip() or "other"
-    return "other"
+                    return line.split(":", 1)[1].strip() or None
+    return None
 
 
-def ctc_tokenizer_files(vocab: dict, tcfg: dict) -> tuple:
-    """tokenizer.json (built with `tokenizers`) and tokenizer_config.json for CTC greedy decoding.
-
-    The pad token is the CTC blank: it is left out of the special tokens so that decoding with
-    skip_special_tokens still merges repeats around it before the CTC decoder drops it.
-    """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    pad = tcfg.get("pad_token", "<pad>")
-    unk = tcfg.get("unk_token", "<unk>")
-    delim = tcfg.get("word_delimiter_token", "|")
-    tok = Tokenizer(models.WordLevel(vocab=dict(vocab), unk_token=unk))
-    tok.normalizer = normalizers.Replace(" ", delim)
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.CTC(pad_token=pad, word_delimiter_token=delim, cleanup=True)
-    specials = [t for t in (tcfg.get("bos_token", "<s>"), tcfg.get("eos_token", "</s>"), unk) if t in vocab]
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    cfg = {
-        "tokenizer_class": "Wav2Vec2CTCTokenizer",
-        "pad_token": pad, "unk_token": unk, "bos_token": tcfg.get("bos_token", "<s>"), "eos_token": tcfg.get("eos_token", "</s>"),
-        "word_delimiter_token": delim, "do_lower_case": tcfg.get("do_lower_case", False),
-        "clean_up_tokenization_spaces": True, "model_max_length": 1000000000000000019884624838656,
-    }
-    return tok.to_str(pretty=True), cfg
+def _read_license(folder) -> bytes | None:
+    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
+        p = os.path.join(folder or "", name)
+        if folder and os.path.isfile(p):
+            with open(p, "rb") as f:
+                return f.read()
+    return None
 
 
 def cer(refs: list, hyps: list) -> float:

@@ -17,6 +17,10 @@ def load_audio(path: str, sr: int = 16000, min_samples: int = 1) -> np.ndarray:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception:
         raise AudioError(f"{path} is not an audio file soundfile can read; pass a WAV, FLAC or OGG file") from None
+    if data.size == 0:
+        raise AudioError(f"{path} holds no samples; pass a clip with sound in it")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path} holds NaN or infinite samples; pass a clean clip")
     audio = data.mean(axis=1)
     if rate != sr:
         import torch

@@ -38,7 +38,8 @@ def full_build(tmp_path_factory):
 def test_full_build_folder(full_build):
     out, output = full_build
     assert "verify: passed" in output
-    assert sorted(os.listdir(out)) == ["LICENSE", "README.md", "config.json", "onnx", "preprocessor_config.json",
+    # random weights: no upstream licence file
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "onnx", "preprocessor_config.json",
                                        "quantize_config.json", "voxport.json"]
     assert sorted(os.listdir(out / "onnx")) == ["model.onnx", "model_quantized.onnx"]
     cfg = json.loads((out / "config.json").read_text())
@@ -50,8 +51,11 @@ def test_full_build_folder(full_build):
     assert os.path.getsize(out / "onnx" / "model_quantized.onnx") <= 16.5e6
     card = (out / "README.md").read_text()
     front = card.split("---")[1]
-    for line in ("library_name: transformers.js", "pipeline_tag: audio-classification", "license: mit", "base_model:"):
+    for line in ("library_name: transformers.js", "pipeline_tag: audio-classification", "license: mit"):
         assert line in front
+    assert "base_model" not in front and "jaesunghuh" not in card.lower()  # random weights come from no upstream model
+    assert 'pipeline("audio-classification", "voice-gender-onnx"' in card and "<this-repo" not in card
+    assert "Transformers.js picks its model class by `model_type`" in card
     assert "| q8 | `onnx/model_quantized.onnx` |" in card and "| fp32 | `onnx/model.onnx` |" in card
     src = json.loads((out / "voxport.json").read_text())["source"]
     assert src == {"arch": "ecapa", "checkpoint": None, "random_init": True, "seed": 0, "C": 1024}

@@ -108,7 +108,10 @@ def test_export_dynamic_axes_and_parity(tmp_path, ecapa_ckpt, opset):
     meta = read_metadata(m)
     assert meta["sample_rate"] == "16000"
     assert json.loads(meta["voxport.front_end"])["n_mels"] == 80
-    assert json.loads(meta["voxport.source"])["checkpoint"] == os.path.abspath(ecapa_ckpt)
+    src = json.loads(meta["voxport.source"])  # the folder's name and the weights' sha256, never a local path
+    assert src["checkpoint"] == os.path.basename(ecapa_ckpt) and src["local"] is True
+    assert os.path.dirname(os.path.abspath(ecapa_ckpt)) not in meta["voxport.source"]
+    assert list(src["weights"]) == ["model.safetensors"] and len(src["weights"]["model.safetensors"]) == 64
     assert meta["voxport.version"]
     keep = json.loads(meta["voxport.keep_float"])
     ops = collections.Counter(n.op_type for n in m.graph.node if n.name in keep)

@@ -138,6 +138,7 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
 
     if not os.path.isdir(os.path.join(folder, "onnx")):
         raise PackageError(f"{folder}/onnx is missing")
+    published = name or os.path.basename(os.path.abspath(folder))
     config = spec.hf_config(loaded)
     onnx_dir = os.path.join(folder, "onnx")
     external = {n[: -len("_data")]: 1 for n in sorted(os.listdir(onnx_dir)) if n.endswith(".onnx_data")}
@@ -157,7 +158,7 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
     })
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(model_card(spec, loaded, verify_report, files, export_result, quantize_results, skipped or {},
-                           name=name or os.path.basename(os.path.abspath(folder))))
+                           name=published))
 
 
 def _js_cell(r) -> str:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from voxport.cli import main
 
-from .conftest import save_ecapa_checkpoint, write_wav
+from .conftest import write_wav
 
 
 def run(*args, env=None):
@@ -309,14 +309,14 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, ecapa_ckpt):
     assert not leftovers(tmp_path)
 
 
-def test_sigterm_leaves_nothing(tmp_path):
+def test_sigterm_leaves_nothing(tmp_path, ecapa_ckpt):
     """A build killed with SIGTERM mid-export: exit 143, no traceback, no output, no temporary folder."""
     import signal
     import subprocess
     import sys
     import time
 
-    ck = save_ecapa_checkpoint(str(tmp_path / "ck"), C=32)
+    ck = ecapa_ckpt
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from voxport.cli import main
 
-from .conftest import save_ecapa_checkpoint
 
 
 def run(*args):
@@ -25,13 +24,27 @@ def strict_json(text):
 
 
 PRIVATE = ("home-alice-secret", "projects-private")
+def other_weights(src, dst):
+    """A copy of an ECAPA checkpoint whose weights differ slightly (same layout, another sha256)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    sd = load_file(os.path.join(dst, "model.safetensors"))
+    sd["fc7.bias"] = sd["fc7.bias"] + torch.tensor([0.5, -0.5])
+    save_file(sd, os.path.join(dst, "model.safetensors"))
+    return str(dst)
+
+
 LICENSE = "MIT License\n\nCopyright (c) 2025 Alice Example\n\nPermission is hereby granted ...\n"
 
 
 @pytest.fixture(scope="module")
-def private_build(tmp_path_factory):
+def private_build(tmp_path_factory, ecapa_ckpt):
     root = tmp_path_factory.mktemp("priv")
-    ck = save_ecapa_checkpoint(str(root / PRIVATE[0] / PRIVATE[1] / "my-voice-ckpt"), C=32)
+    ck = str(shutil.copytree(ecapa_ckpt, root / PRIVATE[0] / PRIVATE[1] / "my-voice-ckpt"))
     with open(os.path.join(ck, "LICENSE"), "w") as f:
         f.write(LICENSE)
     out = root / "published" / "voice-gender-onnx"
@@ -61,7 +74,7 @@ def test_no_private_path_anywhere(private_build):
     from voxport.onnxutil import read_metadata
 
     src = json.loads(read_metadata(onnx.load(str(out / "onnx" / "model.onnx")))["voxport.source"])
-    want = {"arch": "ecapa", "checkpoint": "my-voice-ckpt", "local": True, "random_init": False, "seed": None, "C": 32}
+    want = {"arch": "ecapa", "checkpoint": "my-voice-ckpt", "local": True, "random_init": False, "seed": None, "C": 64}
     assert {k: v for k, v in src.items() if k != "weights"} == want
     import hashlib
 
@@ -84,7 +97,7 @@ def test_verify_needs_the_same_weights(private_build, tmp_path):
     _, ck, out, _ = private_build
     r = run("verify", out)
     assert r.exit_code == 2 and "pass --checkpoint" in r.stderr and "Traceback" not in r.output
-    other = save_ecapa_checkpoint(str(tmp_path / "other"), C=32, seed=5)
+    other = other_weights(ck, tmp_path / "other")
     r = run("verify", out, "--checkpoint", other)
     assert r.exit_code == 2 and "differ from the ones" in r.stderr and "model.safetensors" in r.stderr
     # the same weights anywhere else (hashes, not paths, decide)

@@ -389,5 +389,107 @@ def bench_cmd(folder, threads, runs, seconds, runtime, checkpoint, as_json):
     _emit(bench(folder, seconds=secs, threads=threads, runs=runs, runtimes=tuple(runtimes), loaded=loaded), as_json)
 
 
+# --- run and evaluate: a built folder on audio files (onnxruntime only for run; PyTorch is never imported there) ---
+
+
+def _infer_options(f):
+    """Options shared by run and evaluate: batching, classifier windows, CTC chunks."""
+    opts = [
+        click.option("--batch-size", type=int, default=8, show_default=True,
+                     help="Files per mini-batch; segments of equal length share one onnxruntime call."),
+        click.option("--threads", type=int, default=0, help="onnxruntime threads per session [default: all cores; ray: 1]."),
+        click.option("--top-k", type=int, default=5, show_default=True, help="Labels kept per clip (classifiers)."),
+        click.option("--window-s", type=float, default=None, help="Classifiers: rolling windows of this length (s)."),
+        click.option("--hop-s", type=float, default=None, help="Classifiers: hop between windows (s) [default: the window]."),
+        click.option("--ema", type=float, default=None,
+                     help="Classifiers: smooth window probabilities with this EMA weight; the decision is the last "
+                          "smoothed value (without --ema: the mean of the windows)."),
+        click.option("--chunk-length-s", type=float, default=None, help="CTC: cut long audio into chunks (s), as transformers' pipeline."),
+        click.option("--stride-length-s", type=float, default=None, help="CTC: stride on each side of a chunk (s) [default: chunk / 6]."),
+        click.option("--keep-special-tokens", is_flag=True,
+                     help="CTC: keep <s>, </s>, <unk> in the text as transformers' pipeline does (default: dropped, as Transformers.js)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens, timestamps=None):
+    from .infer.predict import Options
+
+    return Options(batch_size=batch_size, top_k=top_k, window_s=window_s, hop_s=hop_s, ema=ema, chunk_length_s=chunk_length_s,
+                   stride_length_s=stride_length_s, timestamps=timestamps, keep_special_tokens=keep_special_tokens)
+
+
+@main.command("run")
+@click.argument("folder", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--dtype", default=None, help="Which file: fp32, q8, fp16, int8, uint8, q4, q4f16 (Transformers.js names) [default: fp32].")
+@_infer_options
+@click.option("--timestamps", type=click.Choice(["word"]), default=None, help="CTC: word offsets in seconds.")
+@click.option("--npy-dir", type=click.Path(file_okay=False), default=None,
+              help="Write array outputs (embeddings) as .npy files here instead of JSON lists.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"results\": [...]}.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,status,error,duration_s,label,score (or text).")
+def run_cmd(folder, paths, dtype, batch_size, threads, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s,
+            keep_special_tokens, timestamps, npy_dir, as_json, as_csv):
+    """Run FOLDER's ONNX file on audio files or folders (onnxruntime only). Exit 1 when a file fails."""
+    import json as _json_mod
+
+    from .infer.run import run
+
+    if as_json and as_csv:
+        raise VoxportError("pass one of --json and --csv")
+    if threads < 0 or top_k < 1:
+        raise VoxportError("--threads must be 0 or more and --top-k at least 1")
+    options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens, timestamps)
+    report = run(folder, list(paths), dtype=dtype, options=options, threads=threads, npy_dir=npy_dir, progress=True)
+    if as_json:
+        click.echo(_json_mod.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
+    elif as_csv:
+        click.echo(report.to_csv(), nl=False)
+    else:
+        click.echo(report.to_table())
+    sys.exit(1 if report.failed else 0)
+
+
+@main.command("evaluate")
+@click.argument("folder", type=click.Path())
+@click.option("--labels", "labels_csv", required=True, type=click.Path(),
+              help="CSV with a header: path,label (classifiers) or path,text (CTC); paths relative to the CSV.")
+@click.option("--dtype", default="all", show_default=True, help="ONNX files to evaluate: all, or comma-separated dtypes.")
+@click.option("--checkpoint", default=None, help="The PyTorch checkpoint, when the folder's source record cannot be rebuilt alone.")
+@click.option("--no-pytorch", is_flag=True, help="Skip the PyTorch reference (drops are then measured against fp32).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: Ray Data (pip install 'voxport[ray]'); local Ray, or a cluster via RAY_ADDRESS.")
+@click.option("--workers", type=int, default=None, help="ray: actors [default: CPUs / threads].")
+@_infer_options
+@click.option("--no-normalize-text", is_flag=True, help="CTC: compare texts as they are (default: lower case, no punctuation).")
+@click.option("--max-drop", type=float, default=None,
+              help="Exit 1 when a file loses more than this many accuracy points (gains this many WER points) against PyTorch (or fp32).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None, help="Write PNG charts here.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"rows\": [...], \"files\": [...]}.")
+def evaluate_cmd(folder, labels_csv, dtype, checkpoint, no_pytorch, engine, workers, batch_size, threads, top_k, window_s, hop_s, ema,
+                 chunk_length_s, stride_length_s, keep_special_tokens, no_normalize_text, max_drop, plots_dir, as_json):
+    """Accuracy / F1 / confusion (or WER / CER) of PyTorch and each ONNX file on labelled audio. Exit 1 on --max-drop or failed files."""
+    import json as _json_mod
+
+    from .evaluate import evaluate
+
+    if threads < 0 or (workers is not None and workers < 1) or (max_drop is not None and max_drop < 0):
+        raise VoxportError("--threads must be 0 or more, --workers at least 1 and --max-drop not negative")
+    options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens)
+    report = evaluate(folder, labels_csv, dtypes=dtype, options=options, engine=engine, checkpoint=checkpoint,
+                      pytorch=not no_pytorch, threads=threads, workers=workers, max_drop=max_drop,
+                      normalize_text=not no_normalize_text, progress=True)
+    if plots_dir:
+        from .evaluate.plots import write_plots
+
+        written = write_plots(report, plots_dir)
+        report.notes.append(f"plots: {', '.join(written)}")
+    click.echo(_json_mod.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) if as_json else report.to_table())
+    sys.exit(0 if report.passed else 1)
+
+
 if __name__ == "__main__":
     main()

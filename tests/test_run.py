@@ -1,0 +1,191 @@
+"""`voxport run`: onnxruntime only, per-file status, windows with EMA, CTC chunks as transformers' pipeline, embeddings."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from voxport.cli import main
+from voxport.verify.suite import speech_like
+
+SR = 16000
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def ort_probs(model_path, x, normalize=False):
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    if normalize:
+        x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+    feed = {"input_values": x[None].astype(np.float32)}
+    if "attention_mask" in [i.name for i in s.get_inputs()]:
+        feed["attention_mask"] = np.ones_like(feed["input_values"], dtype=np.int64)
+    z = s.run(None, feed)[0][0].astype(np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    sf.write(d / "low.wav", speech_like(int(1.2 * SR), 105, seed=1), SR)
+    # stereo at 44.1 kHz: averaged and resampled
+    x = speech_like(int(1.5 * 44100), 215, seed=2, sr=44100)
+    sf.write(d / "high_stereo_44k.wav", np.stack([x, 0.5 * x], 1), 44100)
+    (d / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really")
+    sf.write(d / "short.wav", speech_like(100, 150, seed=3), SR)
+    return d
+
+
+def test_run_json_per_file_status_without_torch(ecapa_folder, clips):
+    """A subprocess runs the CLI: PyTorch is never imported; the corrupt and too-short files fail, the rest
+    get onnxruntime's labels, exit 1."""
+    code = ("import sys, json\nfrom voxport.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH', code, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code, "run", ecapa_folder, str(clips), "--json", "--dtype", "q8"],
+                       capture_output=True, text=True, timeout=120)
+    assert "NO_TORCH 1" in r.stderr, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    by = {os.path.basename(x["path"]): x for x in doc["results"]}
+    assert set(by) == {"low.wav", "high_stereo_44k.wav", "corrupt.wav", "short.wav"}
+    assert by["corrupt.wav"]["status"] == "error" and "soundfile" in by["corrupt.wav"]["error"]
+    assert by["short.wav"]["status"] == "error" and "too short" in by["short.wav"]["error"]
+    q8 = os.path.join(ecapa_folder, "onnx", "model_quantized.onnx")
+    import soxr
+
+    for name in ("low.wav", "high_stereo_44k.wav"):
+        x, rate = sf.read(clips / name, dtype="float32", always_2d=True)
+        x = soxr.resample(x.mean(1), rate, SR, quality="HQ") if rate != SR else x.mean(1)
+        p = ort_probs(q8, x)
+        got = by[name]
+        assert got["status"] == "ok" and got["error"] is None and abs(got["duration_s"] - len(x) / SR) < 1e-6
+        assert [lab["label"] for lab in got["labels"]] == [["male", "female"][i] for i in np.argsort(-p)]
+        assert abs(got["labels"][0]["score"] - p.max()) < 1e-5
+    assert by["low.wav"]["labels"][0]["label"] == "male" and by["high_stereo_44k.wav"]["labels"][0]["label"] == "female"
+
+
+def test_run_windows_ema_trace(ecapa_folder, tmp_path):
+    x = speech_like(3 * SR, 200, seed=5)
+    sf.write(tmp_path / "a.wav", x, SR, subtype="FLOAT")
+    r = cli("run", ecapa_folder, tmp_path / "a.wav", "--window-s", 0.75, "--hop-s", 0.15, "--ema", 0.2, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)["results"][0]
+    w, hop = 12000, 2400
+    starts = list(range(0, len(x) - w + 1, hop))
+    assert [round(t["start_s"] * SR) for t in res["windows"]] == starts
+    fp32 = os.path.join(ecapa_folder, "onnx", "model.onnx")
+    s = None
+    for t, st in zip(res["windows"], starts):
+        p = ort_probs(fp32, x[st:st + w])
+        assert abs(t["scores"]["male"] - p[0]) < 1e-5
+        s = p if s is None else 0.2 * p + 0.8 * s
+        assert abs(t["smoothed"]["male"] - s[0]) < 1e-5
+    top = res["labels"][0]
+    assert top["label"] == ["male", "female"][int(s.argmax())] and abs(top["score"] - s.max()) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def ctc(tmp_path_factory):
+    from voxport.archs.wav2vec2 import make_checkpoint
+    from voxport.build import build
+
+    d = tmp_path_factory.mktemp("ctc")
+    ck = make_checkpoint(str(d / "ckpt"), "wav2vec2", "ctc", "layer", preset="tiny", seed=3)
+    out = str(d / "ctc-onnx")
+    build("wav2vec2", out, checkpoint=ck, quantize_modes=("q8",))
+    x = np.concatenate([speech_like(5 * SR, f, seed=s) for s, f in enumerate([100, 200, 150, 120, 230, 90, 180, 140])])
+    sf.write(d / "long.wav", x, SR, subtype="FLOAT")  # the pipeline gets the same float array
+    return ck, out, d / "long.wav", x
+
+
+def test_run_ctc_40s_equals_transformers_pipeline(ctc):
+    """40 s: voxport run (onnxruntime) gives transformers' pipeline transcript and word timestamps on the PyTorch
+    model, whole and with --chunk-length-s 10 --stride-length-s 2."""
+    from transformers import pipeline
+
+    ck, folder, wav, x = ctc
+    pipe = pipeline("automatic-speech-recognition", model=ck, device="cpu")
+    for chunk in ({}, {"chunk_length_s": 10, "stride_length_s": 2}):
+        want = pipe(x.copy(), return_timestamps="word", **chunk)
+        args = [a for k, v in chunk.items() for a in (f"--{k.replace('_', '-')}", v)]
+        r = cli("run", folder, wav, "--json", "--keep-special-tokens", "--timestamps", "word", *args)
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.output)["results"][0]
+        assert len(want["text"]) > 1000 and got["text"] == want["text"], chunk
+        assert [c["text"] for c in got["chunks"]] == [c["text"] for c in want["chunks"]]
+        assert np.allclose([c["timestamp"] for c in got["chunks"]], [c["timestamp"] for c in want["chunks"]], atol=1e-9)
+    # default: special tokens dropped before merging repeats, as Transformers.js decodes
+    r = cli("run", folder, wav, "--json", "--chunk-length-s", 10, "--stride-length-s", 2)
+    text = json.loads(r.output)["results"][0]["text"]
+    assert "<s>" in want["text"] and not any(t in text for t in ("<s>", "</s>", "<unk>"))
+
+
+def test_ctc_chunks_follow_transformers_chunk_iter():
+    """Chunk boundaries and strides in samples against transformers' own chunk_iter."""
+    from transformers import Wav2Vec2FeatureExtractor
+    from transformers.pipelines.automatic_speech_recognition import chunk_iter
+
+    from voxport.infer.predict import ctc_chunks
+
+    fe = Wav2Vec2FeatureExtractor()
+    for n, chunk_s, stride_s, align in [(640000, 10, 2, 64), (123457, 3, 0.5, 320), (50000, 4, None, 320), (7000, 10, 2, 320)]:
+        stride = stride_s if stride_s is not None else chunk_s / 6
+        cl = int(round(chunk_s * SR / align) * align)
+        st = int(round(stride * SR / align) * align)
+        want = [tuple(int(v) for v in item["stride"]) for item in chunk_iter(np.zeros(n, np.float32), fe, cl, st, st)]
+        got = [(b - a, left, right) for a, b, left, right in ctc_chunks(n, SR, align, chunk_s, stride_s)]
+        assert got == want
+
+
+def test_run_embeddings_output_npy_and_json(tmp_path):
+    """A graph with `logits` and `embeddings` outputs: vectors in JSON, or .npy files with --npy-dir."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    d = tmp_path / "emb"
+    (d / "onnx").mkdir(parents=True)
+    W = np.arange(12, dtype=np.float32).reshape(1, 12) / 10
+    nodes = [helper.make_node("ReduceMean", ["input_values"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("MatMul", ["m", "W"], ["embeddings"]),
+             helper.make_node("Slice", ["embeddings", "s0", "s2", "ax"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "emb", [helper.make_tensor_value_info("input_values", TensorProto.FLOAT, ["b", "n"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 2]),
+         helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["b", 12])],
+        [helper.make_tensor("W", TensorProto.FLOAT, [1, 12], W.ravel()), helper.make_tensor("s0", TensorProto.INT64, [1], [0]),
+         helper.make_tensor("s2", TensorProto.INT64, [1], [2]), helper.make_tensor("ax", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), d / "onnx" / "model.onnx")
+    (d / "config.json").write_text(json.dumps({"model_type": "wav2vec2", "architectures": ["Wav2Vec2ForSequenceClassification"],
+                                               "id2label": {"0": "a", "1": "b"}}))
+    (d / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 16000, "do_normalize": False}))
+    x = speech_like(8000, 150, seed=1) + 0.25
+    sf.write(tmp_path / "x.wav", x, SR, subtype="FLOAT")
+    want = x.mean(dtype=np.float32) * W[0]
+    r = cli("run", d, tmp_path / "x.wav", "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)["results"][0]
+    assert np.allclose(got["embeddings"], want, atol=1e-6) and got["labels"][0]["label"] == "b"
+    r = cli("run", d, tmp_path / "x.wav", "--json", "--npy-dir", tmp_path / "vec")
+    got = json.loads(r.output)["results"][0]["embeddings"]
+    assert got["shape"] == [12] and np.allclose(np.load(got["npy"]), want, atol=1e-6)
+
+
+def test_run_bad_arguments_exit_2(ecapa_folder, ctc, tmp_path):
+    assert cli("run", tmp_path / "nope", tmp_path).exit_code == 2
+    assert cli("run", ecapa_folder, tmp_path).exit_code == 2  # no audio files in it
+    sf.write(tmp_path / "a.wav", speech_like(SR, 120), SR)
+    assert cli("run", ecapa_folder, tmp_path / "a.wav", "--dtype", "fp16").exit_code == 2  # not built
+    assert cli("run", ecapa_folder, tmp_path / "a.wav", "--chunk-length-s", 10).exit_code == 2  # CTC only
+    assert cli("run", ctc[1], tmp_path / "a.wav", "--window-s", 1).exit_code == 2  # classifiers only
+    assert cli("run", ctc[1], tmp_path / "a.wav", "--chunk-length-s", 2, "--stride-length-s", 1).exit_code == 2
+    r = cli("run", ecapa_folder, tmp_path / "a.wav", "--csv")
+    assert r.exit_code == 0 and r.output.splitlines()[0] == "path,status,error,duration_s,label,score"

@@ -17,19 +17,19 @@ def main():
     ap.add_argument("folder")
     ap.add_argument("--target", type=float, default=0.005, help="max |dp| for the mixed-precision row")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", default=None, help="for a folder built from a local checkpoint: that folder")
     args = ap.parse_args()
 
     import onnxruntime as ort
 
-    from voxport.archs import get_arch
+    from voxport.archs.source import load_source
     from voxport.quantize import quantize
     from voxport.quantize.sensitivity import explain
     from voxport.verify.check import read_source, verify
     from voxport.verify.suite import speech_like
 
     src = os.path.join(args.folder, "onnx", "model.onnx")
-    source = read_source(args.folder)["source"]
-    loaded = get_arch(source["arch"]).load(**source)
+    loaded = load_source(read_source(args.folder)["source"], checkpoint=args.checkpoint, what=args.folder)
     tmp = tempfile.mkdtemp(prefix="voxport-compare-")
     variants = {
         "dynamic, per-channel": dict(mode="q8", method="dynamic"),

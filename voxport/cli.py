@@ -226,7 +226,8 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
 @click.option("--target-delta", type=float, default=None,
               help="Keep the fewest most-sensitive nodes float so max |dp| <= this; writes --output.")
 @click.option("--checkpoint", default=None,
-              help="With --explain/--target-delta on a file exported from a local folder: that folder (the reference).")
+              help="For a file exported from a local checkpoint folder: that folder (the PyTorch reference of --explain and "
+                   "--target-delta; its weights must have the recorded sha256).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True)
 def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, checkpoint, force, as_json):
@@ -245,17 +246,19 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
             raise VoxportError(f"{output} already exists; pass --force to overwrite it")
         check_output_location(output, "--output")
     extra, report = [], None
+    if checkpoint:  # the reference of a file exported from a local folder: load it (hashes checked) before any work
+        import onnx
+
+        from .archs.source import load_source
+        from .onnxutil import read_metadata
+
+        source = json.loads(read_metadata(onnx.load(input_path, load_external_data=False)).get("voxport.source") or "{}")
+        if not source:
+            raise VoxportError(f"{input_path} has no voxport source record; --checkpoint is only for files voxport exported")
+        load_source(source, checkpoint=checkpoint, what=input_path)
     if explain or target_delta is not None:
         from .quantize.sensitivity import explain as run_explain
 
-        if checkpoint:  # the reference of a file exported from a local folder: load it (hashes checked) first
-            import onnx
-
-            from .archs.source import load_source
-            from .onnxutil import read_metadata
-
-            meta = read_metadata(onnx.load(input_path, load_external_data=False))
-            load_source(json.loads(meta.get("voxport.source") or "{}") or {"arch": ""}, checkpoint=checkpoint, what=input_path)
         report = run_explain(input_path, mode=mode, method=method, target=target_delta, progress=_progress)
         extra = report.kept_float
         if output is None:

@@ -1,4 +1,5 @@
-"""`voxport run`: onnxruntime only, per-file status, windows with EMA, CTC chunks as transformers' pipeline, embeddings."""
+"""`voxport run` (onnxruntime only, per-file status, windows with EMA, CTC chunks as transformers' pipeline, embeddings)
+and `voxport evaluate` (metrics against independent computations, the --max-drop gate, Ray = local)."""
 import json
 import os
 import subprocess
@@ -189,3 +190,131 @@ def test_run_bad_arguments_exit_2(ecapa_folder, ctc, tmp_path):
     assert cli("run", ctc[1], tmp_path / "a.wav", "--chunk-length-s", 2, "--stride-length-s", 1).exit_code == 2
     r = cli("run", ecapa_folder, tmp_path / "a.wav", "--csv")
     assert r.exit_code == 0 and r.output.splitlines()[0] == "path,status,error,duration_s,label,score"
+
+
+# ---------------------------------------------------------------- evaluate
+
+MALE_F0, FEMALE_F0 = (90, 105, 120, 140), (180, 200, 225, 250)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """Synthetic speech labelled by pitch (male f0 85-150 Hz, female 175-260 Hz), plus one corrupt file."""
+    d = tmp_path_factory.mktemp("labelled")
+    rows = []
+    for k, (f0, lab) in enumerate([(f, "male") for f in MALE_F0] + [(f, "female") for f in FEMALE_F0]):
+        name = f"clips/{lab}_{f0}.wav"
+        (d / "clips").mkdir(exist_ok=True)
+        sf.write(d / name, speech_like(int((1 + 0.25 * k) * SR), f0, seed=20 + k), SR, subtype="FLOAT")
+        rows.append((name, lab))
+    (d / "clips" / "broken.wav").write_bytes(b"not audio")
+    with open(d / "labels.csv", "w") as f:
+        f.write("path,label\n" + "".join(f"{p},{lab.upper() if i == 0 else lab}\n" for i, (p, lab) in enumerate(rows)))
+        f.write("clips/broken.wav,male\n")
+    return d, rows
+
+
+def test_evaluate_classifier_against_independent_pytorch_and_ort(ecapa_folder, ecapa_ckpt, labelled, tmp_path):
+    import torch
+
+    from voxport.archs import get_arch
+
+    d, rows = labelled
+    r = cli("evaluate", ecapa_folder, "--labels", d / "labels.csv", "--checkpoint", ecapa_ckpt, "--json",
+            "--plots", tmp_path / "plots", "--max-drop", 100)
+    assert r.exit_code == 1, r.output  # the corrupt file fails; everything else is evaluated
+    doc = json.loads(r.output)
+    assert [x["model"] for x in doc["rows"]] == ["pytorch", "fp32", "q8"] and doc["reference"] == "pytorch"
+    assert doc["n_failed"] == 1 and doc["files"][-1]["status"] == "error" and not doc["gate_failures"]
+    loaded = get_arch("ecapa").load(checkpoint=ecapa_ckpt)
+    truth = [lab for _, lab in rows]
+    preds = {"pytorch": [], "fp32": []}
+    for name, _ in rows:
+        x, _ = sf.read(d / name, dtype="float32")
+        with torch.inference_mode():
+            preds["pytorch"].append(["male", "female"][int(loaded.model(torch.from_numpy(x)[None])[0].argmax())])
+        preds["fp32"].append(["male", "female"][int(ort_probs(os.path.join(ecapa_folder, "onnx", "model.onnx"), x).argmax())])
+    for row in doc["rows"][:2]:
+        p = preds[row["model"]]
+        assert row["accuracy"] == pytest.approx(np.mean([a == b for a, b in zip(p, truth)]))
+        cm = [[sum(t == a and q == b for t, q in zip(truth, p)) for b in ("male", "female")] for a in ("male", "female")]
+        assert row["confusion"] == {"labels": ["male", "female"], "matrix": cm}
+        for i, c in enumerate(("male", "female")):
+            tp = cm[i][i]
+            prec = tp / max(1, cm[0][i] + cm[1][i])
+            rec = tp / max(1, sum(cm[i]))
+            assert row["per_class"][c]["support"] == 4 and row["per_class"][c]["recall"] == pytest.approx(rec)
+            assert row["per_class"][c]["precision"] == pytest.approx(prec)
+    assert doc["rows"][1]["agreement_with_pytorch"] == pytest.approx(np.mean([a == b for a, b in zip(preds["fp32"], preds["pytorch"])]))
+    assert 0.5 < doc["rows"][0]["mean_confidence"] <= 1
+    assert sorted(os.listdir(tmp_path / "plots")) == ["comparison.png", "confusion_fp32.png", "confusion_pytorch.png", "confusion_q8.png"]
+
+
+def test_evaluate_without_checkpoint_skips_pytorch_and_bad_input(ecapa_folder, labelled, tmp_path):
+    d, _ = labelled
+    r = cli("evaluate", ecapa_folder, "--labels", d / "labels.csv", "--dtype", "fp32,q8", "--max-drop", 100)
+    assert r.exit_code == 1 and "PyTorch row skipped" in r.output and "against fp32: passed" in r.output
+    assert cli("evaluate", ecapa_folder, "--labels", d / "labels.csv", "--checkpoint", tmp_path / "nope").exit_code == 2
+    (tmp_path / "bad.csv").write_text("file,label\na.wav,male\n")
+    assert cli("evaluate", ecapa_folder, "--labels", tmp_path / "bad.csv").exit_code == 2
+    (tmp_path / "other.csv").write_text("path,label\na.wav,child\n")
+    r = cli("evaluate", ecapa_folder, "--labels", tmp_path / "other.csv")
+    assert r.exit_code == 2 and "child" in r.output
+
+
+def test_max_drop_gate_and_metrics():
+    from voxport.evaluate import compare_rows
+    from voxport.evaluate.metrics import classification
+
+    ref, q8 = {"model": "pytorch", "accuracy": 0.90}, {"model": "q8", "accuracy": 0.88}
+    assert compare_rows([ref, q8], ref, "label", 3.0) == [] and q8["accuracy_change_points"] == pytest.approx(-2.0)
+    assert len(compare_rows([ref, q8], ref, "label", 1.0)) == 1
+    ref, q8 = {"model": "fp32", "wer": 0.10, "cer": 0.05}, {"model": "q8", "wer": 0.125, "cer": 0.05}
+    assert len(compare_rows([ref, q8], ref, "text", 2.0)) == 1 and compare_rows([ref, q8], ref, "text", 3.0) == []
+    m = classification(["a", "a", "b", "c"], ["a", "b", "b", "b"], [0.9, 0.6, 0.8, 0.7], ["a", "b", "c"])
+    assert m["accuracy"] == 0.5 and m["confusion"]["matrix"] == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+    assert m["per_class"]["b"]["precision"] == pytest.approx(1 / 3) and m["per_class"]["c"]["f1"] == 0.0
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 0.5 + 0) / 3) and m["mean_confidence"] == pytest.approx(0.75)
+
+
+def _wer(refs, hyps):
+    edits = words = 0
+    for r, h in zip(refs, hyps):
+        r, h = r.split(), h.split()
+        prev = list(range(len(h) + 1))
+        for i, a in enumerate(r, 1):
+            cur = [i] + [0] * len(h)
+            for j, b in enumerate(h, 1):
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b))
+            prev = cur
+        edits, words = edits + prev[-1], words + len(r)
+    return edits / words
+
+
+def test_evaluate_ctc_wer_matches_independent_count(ctc, tmp_path):
+    ck, folder, _, _ = ctc
+    texts = ["O gato bebe leite.", "a casa é azul", "Hoje chove, amanhã não"]
+    with open(tmp_path / "t.csv", "w") as f:
+        f.write("path,text\n")
+        for k, t in enumerate(texts):
+            sf.write(tmp_path / f"{k}.wav", speech_like(2 * SR, 120 + 40 * k, seed=k), SR, subtype="FLOAT")
+            f.write(f"{k}.wav,\"{t}\"\n")
+    r = cli("evaluate", folder, "--labels", tmp_path / "t.csv", "--checkpoint", ck, "--json", "--max-drop", 1000)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    refs = ["o gato bebe leite", "a casa é azul", "hoje chove amanhã não"]
+    for row in doc["rows"]:
+        hyps = [" ".join(f["predictions"][row["model"]].split()) for f in doc["files"]]
+        assert row["wer"] == pytest.approx(_wer(refs, hyps), abs=1e-12)
+    assert doc["rows"][1]["model"] == "fp32" and doc["rows"][1]["agreement_with_pytorch"] == 1.0
+    assert doc["rows"][1]["wer_change_points"] == pytest.approx(0.0)
+
+
+def test_ray_engine_same_as_local(ecapa_folder, ecapa_ckpt, labelled):
+    pytest.importorskip("ray.data")
+    d, _ = labelled
+    args = ["evaluate", ecapa_folder, "--labels", d / "labels.csv", "--checkpoint", ecapa_ckpt, "--json", "--threads", 1,
+            "--batch-size", 3]
+    local = json.loads(cli(*args).output)
+    ray_doc = json.loads(cli(*args, "--engine", "ray", "--workers", 2).output)
+    assert ray_doc["engine"] == "ray" and ray_doc["rows"] == local["rows"] and ray_doc["files"] == local["files"]

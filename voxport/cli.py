@@ -481,6 +481,11 @@ def evaluate_cmd(folder, labels_csv, dtype, checkpoint, no_pytorch, engine, work
 
     if threads < 0 or (workers is not None and workers < 1) or (max_drop is not None and max_drop < 0):
         raise VoxportError("--threads must be 0 or more, --workers at least 1 and --max-drop not negative")
+    if plots_dir:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise VoxportError("--plots needs matplotlib: pip install 'voxport[plots]'") from None
     options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens)
     report = evaluate(folder, labels_csv, dtypes=dtype, options=options, engine=engine, checkpoint=checkpoint,
                       pytorch=not no_pytorch, threads=threads, workers=workers, max_drop=max_drop,

@@ -126,6 +126,26 @@ def _label_map(model_labels: list, truths: list) -> dict:
     return out
 
 
+def compare_rows(rows: list, ref_row: dict | None, kind: str, max_drop: float | None) -> list:
+    """Changes against the reference row, in points (x100), written into each row; the --max-drop failures."""
+    gate = []
+    for r in rows:
+        if ref_row is None or r is ref_row:
+            continue
+        if kind == "label":
+            d = None if r["accuracy"] is None or ref_row["accuracy"] is None else 100 * (r["accuracy"] - ref_row["accuracy"])
+            r["accuracy_change_points"] = d
+            if max_drop is not None and d is not None and -d > max_drop + 1e-9:
+                gate.append(f"{r['model']} loses {-d:.2f} accuracy points (> {max_drop})")
+        else:
+            for key in ("wer", "cer"):
+                r[f"{key}_change_points"] = None if r[key] is None or ref_row[key] is None else 100 * (r[key] - ref_row[key])
+            d = r["wer_change_points"]
+            if max_drop is not None and d is not None and d > max_drop + 1e-9:
+                gate.append(f"{r['model']} gains {d:.2f} WER points (> {max_drop})")
+    return gate
+
+
 def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: Options = Options(), engine: str = "local",
              checkpoint: str | None = None, pytorch: bool = True, threads: int = 0, workers: int | None = None,
              max_drop: float | None = None, normalize_text: bool = True, progress: bool = False) -> EvalReport:
@@ -157,6 +177,8 @@ def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: 
             notes.append(f"PyTorch row skipped: {e}")
     elif checkpoint:
         raise VoxportError("--checkpoint is for the PyTorch reference; drop --no-pytorch or --checkpoint")
+    if max_drop is not None and loaded is None and "fp32" not in dts:
+        raise VoxportError("--max-drop needs a reference: the PyTorch model (see --checkpoint) or the fp32 file in --dtype")
     paths = [p for p, _ in items]
     t0 = time.time()
     if engine == "local":
@@ -197,23 +219,7 @@ def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: 
         rows.append(row)
     reference = PYTORCH if loaded is not None else ("fp32" if "fp32" in dts else None)
     ref_row = next((r for r in rows if r["model"] == reference), None)
-    gate = []
-    for r in rows:
-        if ref_row is None or r is ref_row:
-            continue
-        if kind == "label":
-            d = None if r["accuracy"] is None or ref_row["accuracy"] is None else 100 * (r["accuracy"] - ref_row["accuracy"])
-            r["accuracy_change_points"] = d
-            if max_drop is not None and d is not None and -d > max_drop:
-                gate.append(f"{r['model']} loses {-d:.2f} accuracy points (> {max_drop})")
-        else:
-            for key in ("wer", "cer"):
-                r[f"{key}_change_points"] = None if r[key] is None or ref_row[key] is None else 100 * (r[key] - ref_row[key])
-            d = r["wer_change_points"]
-            if max_drop is not None and d is not None and d > max_drop:
-                gate.append(f"{r['model']} gains {d:.2f} WER points (> {max_drop})")
-    if max_drop is not None and ref_row is None:
-        raise VoxportError("--max-drop needs a reference: the PyTorch model (see --checkpoint) or the fp32 file")
+    gate = compare_rows(rows, ref_row, kind, max_drop)
     if max_drop is not None and len(rows) < 2:
         notes.append("--max-drop compared nothing: only one model was evaluated")
     return EvalReport(folder=folder, task=mf.task, engine=engine, rows=rows, files=per_file, reference=reference if ref_row else None,

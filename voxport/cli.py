@@ -17,7 +17,11 @@ def _exit_on_sigterm():
     """A killed run still removes its temporary files (the `finally` blocks run on SystemExit)."""
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    def terminated(*_):
+        click.echo("error: terminated; temporary files are removed", err=True)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def _quiet():

@@ -290,11 +290,11 @@ def test_unexpected_failures_keep_the_contract(tmp_path, monkeypatch, ecapa_ckpt
 
     monkeypatch.delenv("VOXPORT_DEBUG", raising=False)
     monkeypatch.setattr(vb, "export_model", _boom(exc))
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "deeper" / "out"
     line = assert_fails(run("build", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--output-dir", out), code, fragment, only_line=False)
     if code == 3:
         assert line.endswith("run with --debug for the traceback")
-    assert not out.exists() and not leftovers(tmp_path)
+    assert os.listdir(tmp_path) == []  # not even the folders made for the output
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch, ecapa_ckpt):

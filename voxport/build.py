@@ -12,7 +12,7 @@ from .archs import get_arch
 from .errors import VoxportError
 from .export import export_model
 from .onnxutil import file_size
-from .package import DTYPE_FILES, check_output_dir, publish, write_folder
+from .package import DTYPE_FILES, check_output_dir, make_parents, publish, remove_empty, write_folder
 from .quantize import MODES, Skipped, quantize
 from .results import BuildResult
 from .validate import check_audio_files, check_build_inputs
@@ -45,7 +45,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
     loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed, **(load_options or {}))
     check_audio_files(audio, spec.sample_rate, spec.min_samples(loaded))
     parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
+    created = make_parents(output_dir)  # removed again when nothing is published
     tmp = tempfile.mkdtemp(prefix=".voxport-build-", dir=parent)
     try:
         onnx_dir = os.path.join(tmp, "onnx")
@@ -94,3 +94,4 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created, output_dir)

@@ -59,6 +59,32 @@ def check_output_location(path: str, option: str = "--output-dir") -> None:
         raise PackageError(f"cannot write in {parent} ({e.strerror or type(e).__name__}); choose another {option}") from None
 
 
+def make_parents(path: str) -> str | None:
+    """Create the missing folders above `path`; return the topmost one created (for remove_empty), or None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    top = None
+    while not os.path.exists(parent):
+        top, parent = parent, os.path.dirname(parent)
+    if top:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return top
+
+
+def remove_empty(top: str | None, path: str) -> None:
+    """Undo make_parents when nothing was published: remove the created folders that are still empty."""
+    if not top:
+        return
+    d = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+        if d == top:
+            return
+        d = os.path.dirname(d)
+
+
 def check_output_dir(folder: str, force: bool) -> None:
     recover_interrupted(folder)
     if os.path.lexists(folder) and not os.path.isdir(folder):

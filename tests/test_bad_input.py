@@ -335,3 +335,12 @@ def test_sigterm_leaves_nothing(tmp_path, ecapa_ckpt):
     assert p.wait(60) == 143, "".join(seen) + rest
     assert "Traceback" not in rest and rest.strip().splitlines()[-1] == "error: terminated; temporary files are removed"
     assert not (tmp_path / "out").exists() and not leftovers(tmp_path) and not os.listdir(tmpdir)
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch, ecapa_ckpt):
+    import voxport.export as ve
+
+    monkeypatch.setattr(ve, "_torch_export", _boom(RuntimeError("exporter exploded")))
+    r = run("export-model", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--output", tmp_path / "new" / "dir" / "m.onnx")
+    assert_fails(r, 3, "exporter exploded", only_line=False)
+    assert os.listdir(tmp_path) == []

@@ -64,8 +64,10 @@ def file_size(path: str) -> int:
 @contextlib.contextmanager
 def atomic_path(final: str):
     """Yield a temporary path beside `final`; move it (and an `_data` side file) into place on success."""
+    from .package import make_parents, remove_empty
+
     d = os.path.dirname(os.path.abspath(final))
-    os.makedirs(d, exist_ok=True)
+    created = make_parents(final)  # removed again when nothing is written
     tmpdir = tempfile.mkdtemp(prefix=".voxport-", dir=d)
     tmp = os.path.join(tmpdir, os.path.basename(final))
     try:
@@ -75,6 +77,7 @@ def atomic_path(final: str):
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+        remove_empty(created, final)
 
 
 def topological_sort(model) -> None:

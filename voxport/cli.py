@@ -42,6 +42,12 @@ def _json(data) -> str:
     return json.dumps(json_safe(data), indent=2, allow_nan=False)
 
 
+def _json_safe(data):
+    from .package import json_safe
+
+    return json_safe(data)
+
+
 def _emit(result, as_json: bool) -> None:
     if as_json:
         click.echo(_json(result.to_dict()))
@@ -452,7 +458,7 @@ def run_cmd(folder, paths, dtype, batch_size, threads, top_k, window_s, hop_s, e
     options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens, timestamps)
     report = run(folder, list(paths), dtype=dtype, options=options, threads=threads, npy_dir=npy_dir, progress=True)
     if as_json:
-        click.echo(_json_mod.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False))
+        click.echo(_json_mod.dumps(_json_safe(report.to_dict()), indent=2, ensure_ascii=False, allow_nan=False))
     elif as_csv:
         click.echo(report.to_csv(), nl=False)
     else:
@@ -499,7 +505,7 @@ def evaluate_cmd(folder, labels_csv, dtype, checkpoint, no_pytorch, engine, work
 
         written = write_plots(report, plots_dir)
         report.notes.append(f"plots: {', '.join(written)}")
-    click.echo(_json_mod.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) if as_json else report.to_table())
+    click.echo(_json_mod.dumps(_json_safe(report.to_dict()), indent=2, ensure_ascii=False, allow_nan=False) if as_json else report.to_table())
     sys.exit(0 if report.passed else 1)
 
 

@@ -68,7 +68,7 @@ def test_wav2vec2_folders_in_node(tmp_path):
         assert {f.runtime for f in result.verify.files} == {"python", "node"}
         card = (out / "README.md").read_text()
         assert "| node |" in card.splitlines()[card.splitlines().index("## Files") + 2]
-        r = run("verify", out, "--runtime", "python,node", "--json")
+        r = run("verify", out, "--checkpoint", ck, "--runtime", "python,node", "--json")
         assert r.exit_code == 0, r.output
         files = [f for f in json.loads(r.output)["files"] if f["runtime"] == "node"]
         assert len(files) == 2

@@ -99,7 +99,7 @@ def build_tokenizer(vocab: dict, tcfg: dict | None = None, added: dict | None = 
 def read_ctc_tokenizer(folder: str) -> CtcTokenizer:
     vocab_path = os.path.join(folder, "vocab.json")
     if not os.path.isfile(vocab_path):
-        raise CheckpointError(f"the checkpoint has no vocab.json; a CTC checkpoint needs its vocabulary")
+        raise CheckpointError("the checkpoint has no vocab.json; a CTC checkpoint needs its vocabulary")
     vocab = _read_json(vocab_path, "re-save the tokenizer")
     tcfg, added = {}, {}
     if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):

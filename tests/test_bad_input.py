@@ -157,6 +157,12 @@ def test_local_looking_paths_are_not_hub_ids(tmp_path, monkeypatch, no_hub):
     assert not leftovers(tmp_path) and not os.path.exists(tmp_path / "out")
 
 
+def test_revision_of_a_local_folder(tmp_path, ecapa_ckpt):
+    r = run("build", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--revision", "v1", "-o", tmp_path / "out")
+    assert_fails(r, 2, "--revision is for hub checkpoints", only_line=False)
+    assert os.listdir(tmp_path) == []
+
+
 def test_checkpoint_that_is_a_file(tmp_path):
     f = tmp_path / "model.safetensors"
     f.write_bytes(b"x")

@@ -77,6 +77,8 @@ def resolve_checkpoint(checkpoint: str, patterns: list, layout: str, revision: s
     check_checkpoint(checkpoint, layout)
     path = os.path.expanduser(str(checkpoint))
     if os.path.isdir(path):
+        if revision:
+            raise CheckpointError(f"--revision is for hub checkpoints; {checkpoint} is a local folder")
         return path
     others = [p for p in patterns if not p.endswith((".safetensors", ".bin"))]
     try:
@@ -135,7 +137,8 @@ def load_source(source: dict, checkpoint: str | None = None, revision: str | Non
     if checkpoint:
         if source.get("random_init"):
             raise CheckpointError(f"{what} was built from random weights (seed {source.get('seed')}); drop --checkpoint")
-        kw.update(checkpoint=checkpoint, revision=revision or (None if source.get("local") else source.get("revision")))
+        same_hub = not source.get("local") and checkpoint == source.get("checkpoint")
+        kw.update(checkpoint=checkpoint, revision=revision or (source.get("revision") if same_hub else None))
     elif source.get("local"):
         raise CheckpointError(f"{what} was built from the local checkpoint folder '{source.get('checkpoint')}'; "
                               "pass --checkpoint PATH to that folder")

@@ -185,6 +185,7 @@ def test_run_bad_arguments_exit_2(ecapa_folder, ctc, tmp_path):
     assert cli("run", ecapa_folder, tmp_path).exit_code == 2  # no audio files in it
     sf.write(tmp_path / "a.wav", speech_like(SR, 120), SR)
     assert cli("run", ecapa_folder, tmp_path / "a.wav", "--dtype", "fp16").exit_code == 2  # not built
+    assert cli("run", ecapa_folder, tmp_path / "a.wav", "--dtype", "all").exit_code == 2
     assert cli("run", ecapa_folder, tmp_path / "a.wav", "--chunk-length-s", 10).exit_code == 2  # CTC only
     assert cli("run", ctc[1], tmp_path / "a.wav", "--window-s", 1).exit_code == 2  # classifiers only
     assert cli("run", ctc[1], tmp_path / "a.wav", "--chunk-length-s", 2, "--stride-length-s", 1).exit_code == 2

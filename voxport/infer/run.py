@@ -163,7 +163,10 @@ def run(folder: str, paths: list, dtype: str | None = None, options: Options = O
 
     mf = ModelFolder(folder)
     options.check(mf)
-    (dt,) = mf.dtypes(dtype) if dtype else [mf.default_dtype()]
+    chosen = mf.dtypes(dtype) if dtype else [mf.default_dtype()]
+    if len(chosen) != 1:
+        raise VoxportError(f"--dtype takes one file for run (one of {', '.join(mf.files)}); `voxport evaluate` compares several")
+    dt = chosen[0]
     files = expand_paths(paths)
     if not files:
         raise VoxportError(f"no audio files found in {', '.join(paths)} (looked for {', '.join(('.wav', '.flac', '.ogg', '.mp3'))} ...)")

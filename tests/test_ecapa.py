@@ -15,6 +15,7 @@ from voxport.errors import CheckpointError
 from voxport.export import export_model
 from voxport.onnxutil import read_metadata
 from voxport.quantize import quantize
+from voxport.quantize.fit import quantize_to_tolerance
 from voxport.verify.check import verify
 from voxport.verify.suite import speech_like
 
@@ -143,16 +144,18 @@ def exported(tmp_path_factory, ecapa_ckpt):
 def test_q8_keeps_front_end_float(tmp_path, exported, method):
     src, loaded = exported
     out = str(tmp_path / "model_quantized.onnx")
-    r = quantize(src, out, method=method)
+    r, fitted = quantize_to_tolerance(src, out, method=method, loaded=loaded)
     q = onnx.load(out)
     ops = collections.Counter(n.op_type for n in q.graph.node)
-    if method == "dynamic":
-        assert ops["ConvInteger"] >= 30 and ops["MatMulInteger"] + ops["MatMul"] >= 1
+    searched = {k["node"] for k in fitted.kept_float}
+    if method == "dynamic":  # every Conv is integer unless the search kept it float
+        assert ops["ConvInteger"] + len(searched) >= 30 and ops["MatMulInteger"] + ops["MatMul"] >= 1
     else:  # runs on WebGPU: no integer kernels, int8 weights behind DequantizeLinear
         assert not ops["ConvInteger"] and not ops["MatMulInteger"] and not ops["DynamicQuantizeLinear"]
         weights = [i for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1]
         assert ops["DequantizeLinear"] == len(weights) >= 10
     keep = set(r.kept_float)
+    assert searched <= keep and len(keep) == len(json.loads(read_metadata(q)["voxport.keep_float"])) + len(searched)
     kept = [n for n in q.graph.node if n.name in keep]
     assert collections.Counter(n.op_type for n in kept)["MatMul"] == 1  # mel filterbank still float
     fb = next(n for n in kept if n.op_type == "MatMul")

@@ -16,7 +16,12 @@ from .package import DTYPE_FILES, check_output_dir, make_parents, publish, remov
 from .quantize import MODES, Skipped, quantize
 from .results import BuildResult
 from .validate import check_audio_files, check_build_inputs
-from .verify.check import verify
+from .verify.check import build_cases, verify
+from .quantize.fit import calibration_cases, fit, fit_target
+from .tolerances import SIZE_BUDGET
+
+# file kinds whose 8-bit weights the keep-float search can trade back to float
+SEARCH_MODES = ("q8", "int8", "uint8")
 
 
 class BuildFailed(VoxportError):
@@ -35,8 +40,10 @@ def peak_rss_mb() -> float:
 
 def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
           quantize_modes=("q8",), q8_method=None, q8_target=None, audio=None, force=False, progress=None, load_options=None,
-          runtimes=("python",)) -> BuildResult:
-    """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA)."""
+          runtimes=("python",), search=True, size_budget=SIZE_BUDGET) -> BuildResult:
+    """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA).
+    search: when a quantized file misses its tolerance, keep its most sensitive nodes float (within size_budget
+    times the fully quantized size); q8_target: a stricter max |dp| for q8 than its tolerance."""
     say = progress or (lambda msg: None)
     t0 = time.time()
     spec = check_build_inputs(arch, output_dir, force, checkpoint, random_init, quantize_modes, runtimes, audio or (),
@@ -52,25 +59,37 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         os.makedirs(onnx_dir)
         fp32 = os.path.join(onnx_dir, DTYPE_FILES["fp32"])
         ex = export_model(arch, fp32, loaded=loaded, opset=opset, progress=say)
-        qs, skipped = [], {}
+        qs, skipped, fits = [], {}, {}
+        say("computing PyTorch references")
+        cases = build_cases(spec, loaded, audio)
+        refs = [spec.reference(loaded, c) for c in cases]
+        config_path = os.path.join(tmp, "quantize_config.json")
+        calibration = calibration_cases(spec, loaded)
         for mode in quantize_modes:
             say(f"quantizing ({mode})")
-            extra = []
-            if mode == "q8" and q8_target is not None:
-                from .quantize.sensitivity import explain
+            out = os.path.join(onnx_dir, DTYPE_FILES[mode])
 
-                say(f"ranking nodes for a q8 max |dp| <= {q8_target}")
-                extra = explain(fp32, mode="q8", method=q8_method, target=q8_target).kept_float
+            def run(extra, search, mode=mode, out=out):
+                return quantize(fp32, out, mode=mode, method=q8_method, per_channel=spec.q8_per_channel,
+                                config_path=config_path, extra_float=extra, search=search, calibration=calibration)
+
             try:
-                qs.append(quantize(fp32, os.path.join(onnx_dir, DTYPE_FILES[mode]), mode=mode, method=q8_method,
-                                   per_channel=spec.q8_per_channel, config_path=os.path.join(tmp, "quantize_config.json"),
-                                   extra_float=extra))
+                if not search or (mode not in SEARCH_MODES):
+                    qs.append(run([], None))
+                    continue
+                target = fit_target(spec.tolerance(loaded, mode))
+                if mode == "q8" and q8_target is not None:
+                    target = dataclasses.replace(target, max_abs_prob=q8_target)
+                q, fr = fit(fp32, out, mode, run, cases, refs, target, size_budget=size_budget, progress=say)
+                qs.append(q)
+                fits[mode] = fr
+                say(fr.summary())
             except Skipped as e:
                 skipped[mode] = str(e)
                 say(str(e))
         say("verifying against PyTorch")
         files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}
-        report = verify(files, loaded, audio=audio)
+        report = verify(files, loaded, cases=cases, refs=refs)
         sizes = {name: file_size(p) for name, p in files.items()}
         say("writing folder")
         write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped, name=os.path.basename(os.path.abspath(output_dir)))
@@ -86,7 +105,8 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         ex = dataclasses.replace(ex, path=final(ex.path))
         qs = [dataclasses.replace(q, path=final(q.path)) for q in qs]
         result = BuildResult(folder=output_dir, export=ex, quantized=qs, verify=report,
-                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb(), skipped=skipped)
+                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb(),
+                             skipped=skipped, search={m: f.to_dict() for m, f in fits.items()})
         if not report.passed:
             raise BuildFailed(result)
         os.chmod(tmp, 0o755)

@@ -347,13 +347,17 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @click.option("--q8-method", default=None, type=click.Choice(["weight-only", "dynamic"]),
               help="How the q8 file is made [default: weight-only].")
 @click.option("--q8-target", type=float, default=None,
-              help="Keep the most sensitive nodes float until the q8 file's max |dp| on the suite is at most this.")
+              help="A stricter max |dp| for q8 than its tolerance; the search keeps more nodes float to meet it.")
+@click.option("--size-budget", type=float, default=None,
+              help="How large the keep-float search may make a quantized file, as a multiple of its fully quantized size [default: 1.25].")
+@click.option("--no-search", is_flag=True, help="Quantize every node the method covers; a file missing its tolerance fails the build.")
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files for verify, repeatable.")
 @click.option("--runtime", default="python", show_default=True,
               help="Where to verify, comma-separated: python, node, browser, webgpu.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True)
-def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, audio, runtime, force, as_json):
+def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, size_budget, no_search, audio,
+              runtime, force, as_json):
     """All stages: export, simplify, quantize, verify, package."""
     from .build import BuildFailed, build
 
@@ -362,7 +366,8 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
     try:
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
                        quantize_modes=tuple(m.strip() for m in modes.split(",") if m.strip()), q8_method=q8_method,
-                       q8_target=q8_target, audio=list(audio), force=force, progress=_progress,
+                       q8_target=q8_target, audio=list(audio), force=force, progress=_progress, search=not no_search,
+                       **({"size_budget": size_budget} if size_budget else {}),
                        load_options={"revision": _revision()} if _revision() else None,
                        runtimes=tuple(r.strip() for r in runtime.split(",") if r.strip()))
     except BuildFailed as e:

@@ -29,6 +29,36 @@ def kind_of(file_name: str) -> str:
     return "q8" if "quant" in file_name or "q8" in file_name else "fp32"
 
 
+def file_kind(path: str) -> tuple:
+    """(dtype, numeric class) of an ONNX file from its own voxport metadata; the name only for foreign files.
+    The numeric class picks the Transformers.js tolerance: "float" (float32 compute, weight-only int8 included),
+    "fp16", or "dynamic" (integer kernels)."""
+    import json
+
+    import onnx
+
+    from .onnxutil import read_metadata
+
+    try:
+        meta = read_metadata(onnx.load(path, load_external_data=False))
+    except Exception:
+        meta = {}
+    q = json.loads(meta.get("voxport.quantization") or "{}")
+    if q.get("mode"):
+        kind = q["mode"]
+    elif "voxport.arch" in meta:
+        kind = "fp32"
+    else:
+        kind = kind_of(os.path.basename(path))
+    if kind in ("fp16", "q4f16") or q.get("float16"):
+        numeric = "fp16"
+    elif q.get("method") == "dynamic":
+        numeric = "dynamic"
+    else:
+        numeric = "float"
+    return kind, numeric
+
+
 OLD_SUFFIX = ".old-voxport"
 
 

@@ -21,7 +21,14 @@ def _plain(value):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None  # strict JSON has no NaN or Infinity
     return value
+
+
+def _num(x: float, width: int) -> str:
+    """A figure for a table; "-" where there is none (NaN)."""
+    return f"{'-':>{width}}" if x != x else f"{x:>{width}.2e}"
 
 
 class _ToDict:
@@ -93,10 +100,19 @@ class FileReport(_ToDict):
     reasons: list = field(default_factory=list)
     worst_case: str = ""
     extra: dict = field(default_factory=dict)
+    # decisions whose reference margin is larger than the tolerance allows a file to move (see Tolerance)
+    decisive_agree: int = 0
+    decisive_total: int = 0
+    near_tie_flips: int = 0  # argmax flips on rows that are not decisive: allowed, but shown
+    flip_examples: list = field(default_factory=list)  # "case [row]: p(1) 0.536 -> 0.499", the first few
 
     @property
     def agreement(self) -> float:
         return self.argmax_agree / self.argmax_total if self.argmax_total else 1.0
+
+    @property
+    def decisive_agreement(self) -> float:
+        return self.decisive_agree / self.decisive_total if self.decisive_total else 1.0
 
 
 @dataclass(frozen=True)
@@ -111,13 +127,17 @@ class VerifyReport(_ToDict):
         return self.status == Status.PASSED
 
     def to_table(self) -> str:
-        head = f"{'file':<28} {'runtime':<8} {'max|dlogit|':>11} {'mean|dlogit|':>12} {'max|dp|':>9} {'>1e-2':>6} {'>1e-1':>6} {'argmax':>13}  status"
+        head = (f"{'file':<28} {'runtime':<8} {'max|dlogit|':>11} {'mean|dlogit|':>12} {'max|dp|':>9} {'>1e-2':>6} {'>1e-1':>6} "
+                f"{'argmax':>11} {'decisive':>11} {'near-tie flips':>14}  status")
         lines = [f"reference: {self.reference}; {len(self.cases)} cases", head]
         for f in self.files:
             lines.append(
-                f"{f.file:<28} {f.runtime:<8} {f.max_abs_logit:>11.2e} {f.mean_abs_logit:>12.2e} {f.max_abs_prob:>9.2e} "
-                f"{f.over_1e2:>6} {f.over_1e1:>6} {f.argmax_agree:>5}/{f.argmax_total:<5} {f.agreement:>6.1%}  {f.status.value}"
+                f"{f.file:<28} {f.runtime:<8} {_num(f.max_abs_logit, 11)} {_num(f.mean_abs_logit, 12)} {_num(f.max_abs_prob, 9)} "
+                f"{f.over_1e2:>6} {f.over_1e1:>6} {f.argmax_agree:>5}/{f.argmax_total:<5} {f.decisive_agree:>5}/{f.decisive_total:<5} "
+                f"{f.near_tie_flips:>14}  {f.status.value}"
             )
+            for flip in f.flip_examples[:3]:
+                lines.append(f"    near-tie flip (within tolerance): {flip}")
             if f.extra:
                 lines.append("    " + ", ".join(f"{k.replace('_', ' ')}: {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
                                                 for k, v in f.extra.items()))
@@ -137,10 +157,18 @@ class BuildResult(_ToDict):
     seconds: float
     peak_rss_mb: float
     skipped: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)  # mode -> what the keep-float search did (FitResult.to_dict())
 
     def to_table(self) -> str:
         lines = [self.export.to_table()]
         lines += [q.to_table() for q in self.quantized]
+        for mode, f in self.search.items():
+            kept = f.get("kept_float") or []
+            if kept:
+                lines.append(f"  {mode}: fully quantized max |dp| {f['max_abs_prob_all_quantized']:.3g} > {f['target_max_abs_prob']:.3g}; "
+                             f"kept float: " + ", ".join(k["node"] for k in kept[:6]) + (" ..." if len(kept) > 6 else "")
+                             + f" -> {f['max_abs_prob']:.3g}, {f['size_bytes'] / 1e6:.1f} MB "
+                             f"({f['size_bytes'] / f['size_all_quantized']:.2f}x fully quantized)")
         lines += [f"skipped {mode}: {why}" for mode, why in self.skipped.items()]
         lines.append(self.verify.to_table())
         lines.append(f"built {self.folder} in {self.seconds:.1f} s (peak RSS {self.peak_rss_mb:.0f} MB)")

@@ -6,18 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from ..tolerances import Tolerance, parity
+
 
 from .source import hub_id, resolve_checkpoint  # noqa: E402,F401  (re-exported for the arch modules)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Pass criteria for one kind of file (fp32, q8, ...)."""
-
-    max_abs_logit: float | None = None
-    max_abs_prob: float | None = None
-    min_agreement: float = 1.0
-    why: str = ""
 
 
 @dataclass
@@ -49,7 +41,7 @@ class ArchSpec:
     output_name: str = "logits"
     # opset -> export route ("dynamo" or "torchscript")
     routes: dict = {18: "dynamo", 17: "torchscript"}
-    tolerances: dict = {}
+    tolerance_profile: str = ""  # the row of voxport.tolerances.PARITY this architecture is judged by
     q8_per_channel: bool = True  # chosen per architecture by measured parity
     q8_method: str = "weight-only"  # chosen per architecture by measured parity and speed
 
@@ -101,8 +93,12 @@ class ArchSpec:
         with torch.inference_mode():
             return loaded.model(*args).float().numpy()
 
+    def prepare(self, loaded: Loaded, audio: np.ndarray) -> np.ndarray:
+        """What the deployed pipeline (Transformers.js's feature extractor) does to one clip before the graph."""
+        return audio.astype(np.float32)
+
     def tolerance(self, loaded: Loaded, kind: str) -> Tolerance:
-        return self.tolerances.get(kind) or self.tolerances["q8"]
+        return parity(self.tolerance_profile or self.name, kind)
 
     def extra_checks(self, loaded: Loaded, kind: str, cases: list, refs: list, outs: list) -> tuple:
         """Architecture-specific checks on top of logits parity: (extra figures dict, failure reasons list)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Loaded, Tolerance
+from .base import ArchSpec, Loaded
 from .source import checkpoint_record, recorded_folder, resolve_checkpoint
 
 HUB_ID = "JaesungHuh/ecapa-gender"  # the upstream weights (github: JaesungHuh/voice-gender-classifier)
@@ -219,19 +219,7 @@ class ECAPASpec(ArchSpec):
     # weight-only: on the calibrated C=1024 model max |dp| 0.014 vs 0.021 (dynamic) at the same 15.8 MB,
     # and it runs on WebGPU; dynamic is no faster on AVX2 CPUs without VNNI.
     q8_method = "weight-only"
-    # One place for the pass criteria of each file kind.
-    # One place for the pass criteria of each file kind.
-    tolerances = {
-        "fp32": Tolerance(max_abs_logit=1e-4, min_agreement=1.0,
-                          why="same float32 math; FFT vs DFT and kernel order differ by ~1e-5"),
-        "fp16": Tolerance(max_abs_prob=0.03, min_agreement=0.99,
-                          why="float16 keeps ~3 significant digits; measured ~1e-3 in p"),
-        "q8": Tolerance(max_abs_prob=0.15, min_agreement=0.99,
-                        why="8-bit weights; a collapsed file (one class) is off by ~0.5; measured 0.01-0.13"),
-        "q4": Tolerance(max_abs_prob=0.15, min_agreement=0.99, why="4-bit weights: as loose as 8-bit, decisions must hold"),
-    }
-    tolerances["int8"] = tolerances["uint8"] = tolerances["q8"]
-    tolerances["q4f16"] = tolerances["q4"]
+    tolerance_profile = "ecapa"
 
     def load(self, checkpoint=None, random_init=False, seed=0, C=None, front_end="stft", revision=None, local=False,
              weights=None, **kw) -> Loaded:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Case, Loaded, Tolerance
+from .base import ArchSpec, Case, Loaded
 from .ctc_tokenizer import build_tokenizer, ctc_tokenizer_files, greedy_decode, read_ctc_tokenizer  # noqa: F401
 from .source import checkpoint_record, recorded_folder, resolve_checkpoint, weight_files
 
@@ -144,16 +144,7 @@ class Wav2Vec2Spec(ArchSpec):
     # frame agreement 98.5% vs 98.7%, CER 0.020 vs 0.016; WavLM CTC group-norm mean |dp| 5.3e-5 vs 5.8e-5,
     # CER 0.015 vs 0.019; wav2vec2 cls group-norm max |dp| 0.0057 vs 0.0076. Same file size.
     q8_per_channel = True
-    tolerances = {
-        "fp32": Tolerance(max_abs_logit=1e-4, min_agreement=1.0, why="same float32 math; attention/conv kernel order ~1e-6"),
-        "fp16": Tolerance(max_abs_prob=0.05, min_agreement=0.95, why="float16 through 12-24 transformer layers"),
-        "q8": Tolerance(max_abs_prob=0.2, min_agreement=0.9,
-                        why="8-bit transformer weights; frame decisions on near-uniform CTC frames may flip"),
-        "q4": Tolerance(max_abs_prob=0.3, min_agreement=0.75,
-                        why="4-bit block weights; random-weight CTC frames are near ties (79.5% agreement at max |dp| 0.003)"),
-    }
-    tolerances["int8"] = tolerances["uint8"] = tolerances["q8"]
-    tolerances["q4f16"] = tolerances["q4"]
+    tolerance_profile = "wav2vec2"
 
     def load(self, checkpoint=None, random_init=False, seed=0, model_type="wav2vec2", task="cls", norm="layer",
              preset="tiny", revision=None, local=False, weights=None, **kw) -> Loaded:

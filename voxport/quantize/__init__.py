@@ -33,8 +33,9 @@ DEFAULT_Q8_METHOD = "weight-only"
 
 def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,
              config_path: str | None = None, extra_float=(), replace_float=False, write_config_file: bool = True,
-             search: dict | None = None):
-    """Write `output` from `input_path` in `mode` and record the options in quantize_config.json beside it."""
+             search: dict | None = None, calibration: list | None = None):
+    """Write `output` from `input_path` in `mode` and record the options in quantize_config.json beside it.
+    calibration: verify cases whose float activations drive bias correction (8-bit methods), or None."""
     if mode not in MODES:
         raise QuantizeError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
     if not os.path.isfile(input_path):
@@ -46,7 +47,8 @@ def quantize(input_path: str, output: str, mode: str = "q8", method: str | None 
         fn = Q8_METHODS[method]
     else:
         fn = MODES[mode]
-    result = fn(input_path, output, per_channel=per_channel, extra_float=extra_float, replace_float=replace_float, search=search)
+    result = fn(input_path, output, per_channel=per_channel, extra_float=extra_float, replace_float=replace_float, search=search,
+                calibration=calibration)
     result = dataclasses.replace(result, path=output)
     if write_config_file:
         write_config(config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json"),

@@ -61,3 +61,21 @@ def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dic
 
 def initializer_map(model) -> dict:
     return {i.name: i for i in model.graph.initializer}
+
+
+def correct_biases(model, input_path: str, keep: list, calibration: list | None, options: dict) -> None:
+    """Bias correction (see bias.py) on a quantized model in memory, recorded in options."""
+    if not calibration:
+        return
+    if has_external_data(input_path):
+        options["bias_correction"] = "not applied: the float model is stored with external data (over 2 GB)"
+        return
+    import onnx
+
+    from .bias import correct
+    from .fit import _weight_nodes, shipped_weights
+
+    nodes = _weight_nodes(onnx.load(input_path, load_external_data=False), set(keep))
+    moved = correct(model, input_path, nodes, shipped_weights(model, nodes), calibration)
+    options["bias_correction"] = {"layers": moved, "calibration_cases": len(calibration),
+                                  "why": "subtracts the mean output shift of each rounded layer (dW @ E[x]); no bytes"}

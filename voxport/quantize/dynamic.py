@@ -9,7 +9,7 @@ import time
 
 from ..errors import QuantizeError
 from ..onnxutil import atomic_path
-from .common import finish, has_external_data, read_source
+from .common import correct_biases, finish, has_external_data, read_source
 
 # Why each choice:
 # - per-channel weights: one scale per output channel keeps small-range channels from rounding to zero.
@@ -21,7 +21,7 @@ from .common import finish, has_external_data, read_source
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
-def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, weight_type: str = "QUInt8", mode: str = "q8"):
+def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, weight_type: str = "QUInt8", mode: str = "q8"):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -49,5 +49,7 @@ def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True
             )
         except Exception as e:
             raise QuantizeError(f"quantize_dynamic failed on {input_path}: {str(e).splitlines()[0][:300]}") from e
-        result = finish(onnx.load(tmp), tmp, input_path, meta, mode, options, keep, t0, search=search)
+        model = onnx.load(tmp)
+        correct_biases(model, input_path, keep, calibration, options)
+        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search)
     return result

@@ -94,13 +94,13 @@ def _axis(node, ndim: int) -> int:
     return ndim - 1
 
 
-def shipped_weights(quantized_path: str, nodes: list) -> dict:
-    """weight name -> the dequantized values a quantized file holds for it (weight-only `_int8` or
-    onnxruntime's `_quantized` initializers), for the nodes the method quantized."""
+def shipped_weights(quantized, nodes: list) -> dict:
+    """weight name -> the dequantized values a quantized file (path or model) holds for it (weight-only `_int8`
+    or onnxruntime's `_quantized` initializers), for the nodes the method quantized."""
     import onnx
     from onnx import numpy_helper
 
-    q = onnx.load(quantized_path)
+    q = onnx.load(quantized) if isinstance(quantized, str) else quantized
     inits = {i.name: i for i in q.graph.initializer}
     out = {}
     for node, w in nodes:
@@ -118,9 +118,30 @@ def shipped_weights(quantized_path: str, nodes: list) -> dict:
     return out
 
 
-def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool):
+def shipped_biases(quantized_path: str, fp32_model, nodes: list) -> dict:
+    """bias name -> (index of its node in `nodes`, shipped minus float values) where the quantized file moved a
+    node's bias (bias correction)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from .bias import layer_biases
+
+    q = {i.name: i for i in onnx.load(quantized_path).graph.initializer}
+    f = {i.name: i for i in fp32_model.graph.initializer}
+    index = {n.name: i for i, (n, _) in enumerate(nodes)}
+    out = {}
+    for node_name, b in layer_biases(fp32_model, nodes).items():
+        if b in q and b in f and q[b].data_type == onnx.TensorProto.FLOAT:
+            d = numpy_helper.to_array(q[b]) - numpy_helper.to_array(f[b])
+            if np.any(d):
+                out[b] = (index[node_name], d.astype(np.float32))
+    return out
+
+
+def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: dict | None = None):
     """The fp32 graph with input `voxport_switch` [len(nodes)]: entry i mixes node i's float and quantized weights
-    (and, for dynamic files, its input activation with the activation's 8-bit round trip)."""
+    (its bias with the corrected one, and for dynamic files its input activation with the activation's 8-bit
+    round trip)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -129,6 +150,16 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool):
     model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes)]))
     by_name = {n.name: i for i, (n, _) in enumerate(nodes)}
     new, added = [], []
+    for b, (i, delta) in (biases or {}).items():
+        base = f"voxport_swb{i}"
+        added += [numpy_helper.from_array(delta, base + "_delta"), numpy_helper.from_array(np.array([i], np.int64), base + "_idx")]
+        new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
+        new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_db"]))
+        new.append(helper.make_node("Add", [b, base + "_db"], [base + "_b"]))
+    for node in model.graph.node:
+        for k, x in enumerate(node.input):
+            if x in (biases or {}):
+                node.input[k] = f"voxport_swb{biases[x][0]}_b"
     for node in model.graph.node:
         i = by_name.get(node.name)
         if i is not None:
@@ -210,7 +241,8 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     say(f"{mode}: max |dp| {err0:.3g} > {target.max_abs_prob:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
     try:
-        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=method == "dynamic"), tmp)
+        biases = shipped_biases(output, src, nodes)
+        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=method == "dynamic", biases=biases), tmp)
         n = len(nodes)
         # the worst cases of the fully quantized file carry the ranking
         full = runner.run(np.ones(n), cases)
@@ -238,7 +270,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             return judge.passes(runner.run(s, cases))[0]
 
         def shortest(ranked) -> int:
-            lo, hi = 0, n  # passes_with(n) is the fp32 graph
+            lo, hi = 0, len(ranked)  # passes_with(ranked, len) was checked by the caller
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 if passes_with(ranked, mid):
@@ -247,10 +279,25 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
                     lo = mid
             return hi
 
+        def within_budget(order) -> list:
+            """The order with every node left out whose float weights (~3 more bytes each) would break the budget."""
+            room, out = (size_budget - 1.0) * base_size, []
+            for i in order:
+                if 3 * size[i] <= room:
+                    out.append(i)
+                    room -= 3 * size[i]
+            return out
+
         # two orders: most harmful first, and most harm per weight first (cheaper in bytes); the smaller set wins
         plans = []
-        for ranked in (list(np.argsort(-alone, kind="stable")), list(np.argsort(-alone / size, kind="stable"))):
-            k = shortest(ranked)
+        for order in (list(np.argsort(-alone, kind="stable")), list(np.argsort(-alone / size, kind="stable"))):
+            ranked = within_budget(order)
+            if ranked and passes_with(ranked, len(ranked)):
+                k = shortest(ranked)
+                plans.append((float(size[ranked[:k]].sum()), k, ranked))
+        if not plans:  # nothing within the budget passes: find what it would take, to say so
+            ranked = list(np.argsort(-alone, kind="stable"))
+            k = shortest(ranked) if passes_with(ranked, n) else n
             plans.append((float(size[ranked[:k]].sum()), k, ranked))
         _, k, ranked = min(plans, key=lambda p: p[0])
         del runner
@@ -266,9 +313,9 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         result = quantize_fn(names, search)
         ok, err = judge.passes(OnnxRuntimePython().run_cases(output, cases))
         too_big = result.size_bytes > size_budget * base_size
-        if ok or too_big or k >= n:
+        if ok or too_big or k >= len(ranked):
             break
-        k = min(n, k + max(1, k // 4))  # the real file missed where the switch graph passed: a few more
+        k = min(len(ranked), k + max(1, k // 4))  # the real file missed where the switch graph passed: a few more
     fitres = FitResult(**done, passed_all_quantized=False, kept_float=kept, max_abs_prob=err, size_bytes=result.size_bytes,
                        seconds=time.time() - t0)
     if too_big or not ok:
@@ -300,11 +347,19 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
     if target is not None:
         tol = dataclasses.replace(tol, max_abs_prob=target)
 
+    calibration = calibration_cases(spec, loaded)
+
     def run(extra, search):
         return quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, config_path=config_path,
-                        extra_float=extra, search=search)
+                        extra_float=extra, search=search, calibration=calibration)
 
     return fit(input_path, output, mode, run, cases, refs, tol, size_budget=size_budget, progress=progress)
+
+
+def calibration_cases(spec, loaded) -> list:
+    """Bias-correction data: the architecture's synthetic suite, long clips left out (the speech clips and the
+    user's audio stay unseen by calibration)."""
+    return [c for c in spec.cases(loaded) if c.input_values.size <= RANK_SAMPLES]
 
 
 def load_source(path: str):

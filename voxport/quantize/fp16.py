@@ -87,7 +87,7 @@ def to_fp16(model, keep: set):
     return model
 
 
-def quantize_fp16(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, mode: str = "fp16"):
+def quantize_fp16(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, mode: str = "fp16"):
     import onnx
     import onnxruntime as ort
 

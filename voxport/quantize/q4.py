@@ -22,7 +22,7 @@ def matmul_share(model, keep: set) -> float:
     return mm / total if total else 0.0
 
 
-def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, mode: str = "q4", fp16: bool = False):
+def quantize_q4(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, mode: str = "q4", fp16: bool = False):
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ..onnxutil import atomic_path
-from .common import finish, initializer_map, read_source
+from .common import correct_biases, finish, initializer_map, read_source
 
 MIN_ELEMENTS = 1024  # smaller weights (biases, tiny convs) are not worth a DequantizeLinear
 
@@ -25,7 +25,7 @@ def _axis(node, w_dims) -> int:
     return len(w_dims) - 1
 
 
-def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, mode: str = "q8"):
+def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, mode: str = "q8"):
     import onnx
     from onnx import helper, numpy_helper
 
@@ -80,6 +80,7 @@ def quantize_weight_only(input_path: str, output: str, per_channel: bool = True,
         "why_kept_float": "audio front end (derived from the graph)",
         "runs_on": "everywhere fp32 runs, WebGPU included (DequantizeLinear + float compute)",
     }
+    correct_biases(model, input_path, keep, calibration, options)
     with atomic_path(output) as tmp:
         result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search)
     return result

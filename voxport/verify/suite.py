@@ -54,9 +54,11 @@ def ecapa_cases(min_samples: int) -> list:
     return cases
 
 
-def audio_cases(name: str, audio: np.ndarray, window_s: float = 0.75) -> list:
-    """A real clip: whole, and cut into 0.75 s windows run as one batch."""
-    cases = [Case(f"{name} (whole)", audio[None])]
+def audio_cases(name: str, audio: np.ndarray, window_s: float = 0.75, prepare=None) -> list:
+    """A real clip: whole, and cut into 0.75 s windows run as one batch. `prepare` is what the deployed
+    pipeline does to each clip it is given (e.g. wav2vec2's per-clip normalisation), applied per row."""
+    prep = prepare or (lambda x: x)
+    cases = [Case(f"{name} (whole)", prep(audio)[None])]
     if len(audio) >= 2 * int(window_s * SR):
-        cases.append(Case(f"{name} ({window_s} s windows)", windows(audio, window_s)))
+        cases.append(Case(f"{name} ({window_s} s windows)", np.stack([prep(w) for w in windows(audio, window_s)])))
     return cases

@@ -1,0 +1,141 @@
+"""Tolerance met by construction: decision counting, file kinds from metadata, the switch graph and the keep-float search."""
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from voxport.archs import get_arch
+from voxport.archs.base import Case
+from voxport.export import export_model
+from voxport.onnxutil import read_metadata
+from voxport.quantize import quantize
+from voxport.quantize.fit import (FitError, _weight_nodes, calibration_cases, fit, shipped_weights,
+                                  SwitchRunner, switch_model)
+from voxport.quantize.common import read_source
+from voxport.results import Status
+from voxport.tolerances import PARITY, RUNTIME, Tolerance
+from voxport.verify.check import compare, verify
+from voxport.verify.runtimes import OnnxRuntimePython
+
+
+def test_every_tolerance_says_why():
+    for profile, table in PARITY.items():
+        for kind, tol in table.items():
+            assert tol.why, (profile, kind)
+            assert tol.max_abs_logit is not None or tol.max_abs_prob is not None
+    for key, (value, why) in RUNTIME.items():
+        assert value > 0 and why, key
+
+
+def _logits(p1):
+    """Two-class logits whose softmax gives p(class 1) = p1."""
+    p1 = np.asarray(p1, np.float64)
+    return np.stack([np.zeros_like(p1), np.log(p1 / (1 - p1))], -1).astype(np.float32)
+
+
+def test_near_tie_flips_are_reported_apart_from_decisive_ones():
+    tol = Tolerance(max_abs_prob=0.05, min_agreement=1.0, why="test")
+    case = Case("batch", np.zeros((3, 10), np.float32))
+    ref = _logits([0.52, 0.9, 0.1])  # row 0 is a near tie (margin 0.04 < 2 x 0.05)
+    near = _logits([0.49, 0.9, 0.1])
+    r = compare("f", "q8", "python", [case], [ref], [near], tol)
+    assert r.status == Status.PASSED and r.near_tie_flips == 1 and r.argmax_agree == 2
+    assert r.decisive_agree == r.decisive_total == 2 and "batch [0]" in r.flip_examples[0]
+    decisive = _logits([0.52, 0.4, 0.1])  # row 1 flips although its reference margin was 0.8
+    r = compare("f", "q8", "python", [case], [ref], [decisive], tol)
+    assert r.status == Status.FAILED and r.decisive_agree == 1
+    assert any("decisive" in x for x in r.reasons)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, ecapa_ckpt):
+    loaded = get_arch("ecapa").load(checkpoint=ecapa_ckpt)
+    out = str(tmp_path_factory.mktemp("fit") / "model.onnx")
+    export_model("ecapa", out, loaded=loaded)
+    spec = get_arch("ecapa")
+    cases = [c for c in spec.cases(loaded) if c.input_values.shape[1] <= 3 * 16000]
+    refs = [spec.reference(loaded, c) for c in cases]
+    return out, loaded, cases, refs
+
+
+def test_file_kind_comes_from_metadata_not_the_name(tmp_path, exported):
+    src, loaded, cases, refs = exported
+    q = str(tmp_path / "model_quantized.onnx")
+    quantize(src, q, mode="uint8")
+    odd = str(tmp_path / "eq.onnx")  # a name that says nothing
+    shutil.copy(q, odd)
+    report = verify({"eq.onnx": odd, "model.onnx": src}, loaded, cases=cases, refs=refs)
+    kinds = {f.file: f.kind for f in report.files}
+    assert kinds == {"eq.onnx": "uint8", "model.onnx": "fp32"}
+    assert report.files[0].tolerance["max_abs_prob"] == PARITY["ecapa"]["uint8"].max_abs_prob
+
+
+@pytest.mark.parametrize("method", ["weight-only", "dynamic"])
+def test_switch_graph_reproduces_the_float_and_the_quantized_file(tmp_path, exported, method):
+    src, loaded, cases, refs = exported
+    q = str(tmp_path / "q.onnx")
+    quantize(src, q, mode="q8", method=method, write_config_file=False)
+    model, _, keep = read_source(src)
+    nodes = _weight_nodes(model, set(keep))
+    deq = shipped_weights(q, nodes)
+    nodes = [(n, w) for n, w in nodes if w in deq]
+    assert len(nodes) >= 15  # weights under 1024 elements stay float in weight-only files
+    runner = SwitchRunner(switch_model(src, nodes, deq, dynamic=method == "dynamic"), str(tmp_path))
+    some = cases[:4]
+    ort = OnnxRuntimePython()
+    fp32, real = ort.run_cases(src, some), ort.run_cases(q, some)
+    off, on = runner.run(np.zeros(len(nodes)), some), runner.run(np.ones(len(nodes)), some)
+    for a, b in zip(off, fp32):
+        assert np.abs(a - b).max() <= 1e-5
+    # the real file differs from fp32 by its quantization error; the emulation by far less than that (weight-only:
+    # the same float math; dynamic: integer accumulation vs float, measured 0.12 of the error at C=64)
+    err = max(np.abs(a - b).max() for a, b in zip(real, fp32))
+    emu = max(np.abs(a - b).max() for a, b in zip(on, real))
+    assert err > 1e-3 and emu <= (0.01 if method == "weight-only" else 0.25) * err, (emu, err)
+
+
+def test_search_meets_a_target_and_records_why(tmp_path, exported):
+    src, loaded, cases, refs = exported
+    out = str(tmp_path / "model_quantized.onnx")
+    plain = quantize(src, str(tmp_path / "plain.onnx"), write_config_file=False)
+    full = compare("p", "q8", "python", cases, refs, OnnxRuntimePython().run_cases(str(tmp_path / "plain.onnx"), cases),
+                   PARITY["ecapa"]["q8"]).max_abs_prob
+    target = Tolerance(max_abs_prob=full / 3, min_agreement=1.0, why="test")
+    r, f = fit(src, out, "q8", lambda extra, search: quantize(src, out, extra_float=extra, search=search), cases, refs, target,
+               size_budget=3.0)
+    assert not f.passed_all_quantized and f.kept_float and f.max_abs_prob <= full / 3
+    got = compare("q", "q8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), target)
+    assert got.max_abs_prob <= full / 3 and got.status == Status.PASSED
+    assert r.size_bytes <= 3.0 * plain.size_bytes
+    meta = json.loads(read_metadata(onnx.load(out))["voxport.quantization"])
+    assert [k["node"] for k in meta["search"]["kept_float"]] == [k["node"] for k in f.kept_float]
+    assert "most sensitive" in meta["search"]["why"]
+    cfg = json.load(open(tmp_path / "quantize_config.json"))["files"]["model_quantized.onnx"]
+    assert cfg["search"]["kept_float"][0]["max_abs_prob_alone"] > 0
+    # no budget at all: it fails, saying what it would take, and leaves no file
+    with pytest.raises(FitError, match=r"it takes \d+ nodes float"):
+        fit(src, out, "q8", lambda extra, search: quantize(src, out, extra_float=extra, search=search, write_config_file=False),
+            cases, refs, target, size_budget=1.0)
+    assert not os.path.exists(out)
+
+
+def test_bias_correction_moves_biases_by_the_mean_shift(tmp_path, exported):
+    src, loaded, cases, refs = exported
+    calib = calibration_cases(get_arch("ecapa"), loaded)
+    a, b = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
+    quantize(src, a, write_config_file=False)
+    r = quantize(src, b, write_config_file=False, calibration=calib)
+    assert r.options["bias_correction"]["layers"] >= 15
+    ia = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(a).graph.initializer}
+    ib = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(b).graph.initializer}
+    moved = [k for k in ia if k in ib and ia[k].dtype == np.float32 and ia[k].ndim == 1 and not np.array_equal(ia[k], ib[k])]
+    assert len(moved) == r.options["bias_correction"]["layers"]
+    # the mean logit shift over the calibration audio shrinks
+    ort = OnnxRuntimePython()
+    f32 = np.concatenate([o.reshape(-1, 2) for o in ort.run_cases(src, calib)])
+    sa = np.abs((np.concatenate([o.reshape(-1, 2) for o in ort.run_cases(a, calib)]) - f32).mean(0)).max()
+    sb = np.abs((np.concatenate([o.reshape(-1, 2) for o in ort.run_cases(b, calib)]) - f32).mean(0)).max()
+    assert sb < sa, (sa, sb)

@@ -160,15 +160,23 @@ def test_build_force_replaces(tmp_path, ecapa_ckpt):
     out.mkdir()
     (out / "old.txt").write_text("x")
     r = run("build", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--output-dir", out, "--opset", "17", "--force",
-            "--quantize", "q8,fp16,uint8,q4", "--q8-target", "0.002")
+            "--quantize", "q8,fp16,uint8,q4", "--q8-target", "0.002", "--size-budget", "3")
     assert r.exit_code == 0, r.output
     assert not (out / "old.txt").exists() and no_leftovers(tmp_path)
     assert sorted(os.listdir(out / "onnx")) == ["model.onnx", "model_fp16.onnx", "model_quantized.onnx", "model_uint8.onnx"]
     assert "skipped q4: only" in r.output
     files = json.loads((out / "quantize_config.json").read_text())["files"]
     assert files["model_quantized.onnx"]["method"] == "weight-only" and files["model_uint8.onnx"]["method"] == "dynamic"
-    # the target kept at least one node float beyond the exporter's front end
-    assert len(files["model_quantized.onnx"]["nodes_kept_float"]) > len(files["model_uint8.onnx"]["nodes_kept_float"])
+    # the target kept nodes float beyond the exporter's front end, each recorded with its measured error
+    q8_cfg = files["model_quantized.onnx"]
+    searched = [k["node"] for k in q8_cfg["search"]["kept_float"]]
+    assert searched and set(searched) <= set(q8_cfg["nodes_kept_float"])
+    import onnx
+
+    from voxport.onnxutil import read_metadata
+
+    front_end = json.loads(read_metadata(onnx.load(str(out / "onnx" / "model.onnx")))["voxport.keep_float"])
+    assert sorted(q8_cfg["nodes_kept_float"]) == sorted(front_end + searched)
     report = json.loads((out / "voxport.json").read_text())["verify"]
     q8 = next(f for f in report["files"] if f["file"] == "model_quantized.onnx")
     assert q8["max_abs_prob"] <= 0.002 + 1e-3

@@ -17,11 +17,8 @@ from .quantize import MODES, Skipped, quantize
 from .results import BuildResult
 from .validate import check_audio_files, check_build_inputs
 from .verify.check import build_cases, verify
-from .quantize.fit import calibration_cases, fit, fit_target
+from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
 from .tolerances import SIZE_BUDGET
-
-# file kinds whose 8-bit weights the keep-float search can trade back to float
-SEARCH_MODES = ("q8", "int8", "uint8")
 
 
 class BuildFailed(VoxportError):
@@ -69,18 +66,25 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
             say(f"quantizing ({mode})")
             out = os.path.join(onnx_dir, DTYPE_FILES[mode])
 
-            def run(extra, search, mode=mode, out=out):
-                return quantize(fp32, out, mode=mode, method=q8_method, per_channel=spec.q8_per_channel,
-                                config_path=config_path, extra_float=extra, search=search, calibration=calibration)
+            rec = spec.recipe(mode)
+            method = q8_method if mode == "q8" and q8_method else rec.method
+
+            def make(bias_correction, mode=mode, out=out, method=method, rec=rec):
+                def run(extra, search):
+                    return quantize(fp32, out, mode=mode, method=method, per_channel=rec.per_channel, config_path=config_path,
+                                    extra_float=extra, search=search, calibration=calibration if bias_correction else None)
+                return run
 
             try:
                 if not search or (mode not in SEARCH_MODES):
-                    qs.append(run([], None))
+                    qs.append(make(rec.bias_correction)([], None))
                     continue
-                target = fit_target(spec.tolerance(loaded, mode))
+                bar = spec.tolerance(loaded, mode)
+                target = fit_target(bar)
                 if mode == "q8" and q8_target is not None:
-                    target = dataclasses.replace(target, max_abs_prob=q8_target)
-                q, fr = fit(fp32, out, mode, run, cases, refs, target, size_budget=size_budget, progress=say)
+                    target = bar = dataclasses.replace(target, max_abs_prob=q8_target)
+                q, fr = fit_any(fp32, out, mode, make, cases, refs, target, bias_correction=rec.bias_correction,
+                                size_budget=size_budget, progress=say, bar=bar)
                 qs.append(q)
                 fits[mode] = fr
                 say(fr.summary())

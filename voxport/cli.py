@@ -230,18 +230,25 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Output file (not needed with --explain alone).")
 @click.option("--mode", default="q8", show_default=True, type=click.Choice(["q8", "int8", "uint8", "fp16", "q4", "q4f16"]),
               help="Transformers.js dtype to produce.")
-@click.option("--method", default=None, type=click.Choice(["weight-only", "dynamic"]), help="q8 method [default: weight-only].")
-@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales per output channel.")
+@click.option("--method", default=None, type=click.Choice(["weight-only", "dynamic"]),
+              help="8-bit method [default: the architecture's recipe for the mode].")
+@click.option("--per-channel/--per-tensor", default=None, help="Weight scales per output channel or per tensor [default: the architecture's recipe].")
 @click.option("--explain", is_flag=True, help="Rank nodes by the error that quantizing each alone causes on the verify suite.")
 @click.option("--target-delta", type=float, default=None,
               help="Keep the fewest most-sensitive nodes float so max |dp| <= this; writes --output.")
 @click.option("--checkpoint", default=None,
               help="For a file exported from a local checkpoint folder: that folder (the PyTorch reference of --explain and "
                    "--target-delta; its weights must have the recorded sha256).")
+@click.option("--size-budget", type=float, default=None,
+              help="How large keeping nodes float may make the file, as a multiple of its fully quantized size [default: 1.25].")
+@click.option("--no-search", is_flag=True, help="Quantize every node the method covers, without checking the tolerance.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True)
-def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, checkpoint, force, as_json):
-    """Quantize an exported file (the front end stays float)."""
+def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, checkpoint, size_budget, no_search, force,
+                 as_json):
+    """Quantize an exported file (the front end stays float). The file is measured against the PyTorch reference
+    (rebuilt from the file's source record; --checkpoint for a local folder) and, where it misses its tolerance,
+    its most sensitive nodes stay float."""
     from .quantize import quantize
 
     _check_onnx_file(input_path)
@@ -265,7 +272,9 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
         source = json.loads(read_metadata(onnx.load(input_path, load_external_data=False)).get("voxport.source") or "{}")
         if not source:
             raise VoxportError(f"{input_path} has no voxport source record; --checkpoint is only for files voxport exported")
-        load_source(source, checkpoint=checkpoint, what=input_path)
+        loaded = load_source(source, checkpoint=checkpoint, what=input_path)
+    else:
+        loaded = None
     if explain or target_delta is not None:
         from .quantize.sensitivity import explain as run_explain
 
@@ -276,7 +285,18 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
             return
         if not as_json:
             _emit(report, as_json)
-    result = quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, extra_float=extra)
+    from .quantize.fit import SEARCH_MODES
+
+    if no_search or report is not None or mode not in SEARCH_MODES:
+        result = quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, extra_float=extra)
+    else:
+        from .quantize.fit import quantize_to_tolerance
+        from .tolerances import SIZE_BUDGET
+
+        result, fitted = quantize_to_tolerance(input_path, output, mode=mode, method=method, per_channel=per_channel,
+                                               loaded=loaded, size_budget=size_budget or SIZE_BUDGET, progress=_progress)
+        if not as_json:
+            click.echo(fitted.summary())
     if as_json and report is not None:
         click.echo(_json({"explain": report.to_dict(), "quantize": result.to_dict()}))
     else:

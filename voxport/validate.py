@@ -1,6 +1,8 @@
 """Checks on a run's inputs, made before any export work: a mistake costs seconds, not a build."""
 from __future__ import annotations
 
+import os
+
 from .errors import VoxportError
 
 OPSETS = (17, 18)
@@ -37,8 +39,14 @@ def check_build_inputs(arch: str, output_dir: str, force: bool = False, checkpoi
 
 
 def check_audio_files(paths, sample_rate: int = 16000, min_samples: int = 1) -> None:
-    """Each file must be readable audio, non-empty, finite and at least `min_samples` long."""
+    """Each file (or every audio file of a folder) must be readable audio, non-empty, finite and at least
+    `min_samples` long."""
+    from .errors import AudioError
+    from .infer.audio import expand_paths
     from .verify.audio import load_audio
 
     for path in paths or ():
+        if os.path.isdir(path) and not expand_paths([path]):
+            raise AudioError(f"{path} holds no audio files (.wav, .flac, .ogg, .mp3 ...); pass audio files or a folder of them")
+    for path in expand_paths(paths or ()):
         load_audio(path, sample_rate, min_samples)

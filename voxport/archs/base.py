@@ -12,6 +12,26 @@ from ..tolerances import Tolerance, parity
 from .source import hub_id, resolve_checkpoint  # noqa: E402,F401  (re-exported for the arch modules)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How one file kind is made: the method, weight scales per channel or per tensor, bias correction, and why."""
+
+    method: str
+    per_channel: bool = True
+    bias_correction: bool = False
+    why: str = ""
+
+
+DEFAULT_RECIPES = {
+    "q8": Recipe("weight-only", True, why="int8 weights, float compute: runs wherever fp32 runs, WebGPU included"),
+    "int8": Recipe("dynamic", True, why="QInt8 weights (7-bit range against AVX2 u8 x s8 saturation), uint8 activations"),
+    "uint8": Recipe("dynamic", True, why="QUInt8 weights and activations, integer kernels (CPU, WASM)"),
+    "fp16": Recipe("float16", why="float16 weights and compute, float32 inputs/outputs"),
+    "q4": Recipe("MatMulNBits", why="4-bit block-wise MatMul weights"),
+    "q4f16": Recipe("MatMulNBits", why="4-bit block-wise MatMul weights, float16 elsewhere"),
+}
+
+
 @dataclass
 class Loaded:
     """A PyTorch model ready to run, and the record needed to rebuild it."""
@@ -42,8 +62,9 @@ class ArchSpec:
     # opset -> export route ("dynamo" or "torchscript")
     routes: dict = {18: "dynamo", 17: "torchscript"}
     tolerance_profile: str = ""  # the row of voxport.tolerances.PARITY this architecture is judged by
-    q8_per_channel: bool = True  # chosen per architecture by measured parity
-    q8_method: str = "weight-only"  # chosen per architecture by measured parity and speed
+    # file kind -> Recipe, chosen per architecture by measured parity per byte (and speed); kinds not named
+    # here take DEFAULT_RECIPES
+    recipes: dict = {}
 
     # loading
     def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:
@@ -92,6 +113,13 @@ class ArchSpec:
             args.append(torch.from_numpy(mask))
         with torch.inference_mode():
             return loaded.model(*args).float().numpy()
+
+    def recipe(self, mode: str) -> Recipe:
+        return self.recipes.get(mode) or DEFAULT_RECIPES[mode]
+
+    @property
+    def q8_method(self) -> str:
+        return self.recipe("q8").method
 
     def prepare(self, loaded: Loaded, audio: np.ndarray) -> np.ndarray:
         """What the deployed pipeline (Transformers.js's feature extractor) does to one clip before the graph."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from .base import ArchSpec, Case, Loaded
+from .base import ArchSpec, Case, Loaded, Recipe
 from .ctc_tokenizer import build_tokenizer, ctc_tokenizer_files, greedy_decode, read_ctc_tokenizer  # noqa: F401
 from .source import checkpoint_record, recorded_folder, resolve_checkpoint, weight_files
 
@@ -138,12 +138,12 @@ class Wav2Vec2Spec(ArchSpec):
     routes = {18: "torchscript", 17: "torchscript"}
     # dynamic: weight-only dequantizes every transformer weight on each run (95M model, 5 s: 2095 ms vs
     # 1184 ms fp32); MatMulInteger keeps the 8-bit speed-up on CPU and WASM.
-    q8_method = "dynamic"
     # Per-channel on: measured parity is a tie, slightly better per channel on CTC. Dynamic q8, 'small'
     # preset, verify suite, per-channel vs per-tensor: wav2vec2 CTC layer-norm mean |dp| 5.2e-5 vs 6.0e-5,
     # frame agreement 98.5% vs 98.7%, CER 0.020 vs 0.016; WavLM CTC group-norm mean |dp| 5.3e-5 vs 5.8e-5,
     # CER 0.015 vs 0.019; wav2vec2 cls group-norm max |dp| 0.0057 vs 0.0076. Same file size.
-    q8_per_channel = True
+    recipes = {"q8": Recipe("dynamic", per_channel=True, why="QUInt8 MatMulInteger, per-channel weights: keeps the 8-bit "
+                            "speed-up on CPU and WASM (weight-only dequantizes every transformer weight on each run)")}
     tolerance_profile = "wav2vec2"
 
     def load(self, checkpoint=None, random_init=False, seed=0, model_type="wav2vec2", task="cls", norm="layer",
@@ -325,6 +325,8 @@ class Wav2Vec2Spec(ArchSpec):
                     pairs.append((self.transcribe(loaded, r[valid]), self.transcribe(loaded, o[valid])))
             same = sum(a == b for a, b in pairs)
             extra["transcripts_equal"] = f"{same}/{len(pairs)}"
+            from ..evaluate.metrics import cer
+
             extra["cer"] = round(cer([a for a, _ in pairs], [b for _, b in pairs]), 4)
             if kind == "fp32" and same != len(pairs):
                 reasons.append(f"greedy transcripts differ from PyTorch in {len(pairs) - same} of {len(pairs)} clips")
@@ -433,18 +435,3 @@ def _read_license(folder) -> bytes | None:
             with open(p, "rb") as f:
                 return f.read()
     return None
-
-
-def cer(refs: list, hyps: list) -> float:
-    """Character error rate over all pairs (edit distance / reference characters)."""
-    edits = total = 0
-    for r, h in zip(refs, hyps):
-        prev = list(range(len(h) + 1))
-        for i, rc in enumerate(r, 1):
-            cur = [i] + [0] * len(h)
-            for j, hc in enumerate(h, 1):
-                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rc != hc))
-            prev = cur
-        edits += prev[-1]
-        total += len(r)
-    return edits / total if total else float(edits > 0)

@@ -13,40 +13,39 @@ from .fp16 import quantize_fp16
 from .q4 import quantize_q4
 from .weight_only import quantize_weight_only
 
-# q8 methods: "dynamic" (ConvInteger, CPU/WASM) or "weight-only" (DequantizeLinear, runs on WebGPU too)
-Q8_METHODS = {
-    "dynamic": functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="q8"),
-    "weight-only": functools.partial(quantize_weight_only, mode="q8"),
+# (mode = Transformers.js dtype, method) -> the function that writes that file
+METHODS = {
+    ("q8", "weight-only"): functools.partial(quantize_weight_only, mode="q8"),
+    ("q8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="q8"),
+    ("int8", "weight-only"): functools.partial(quantize_weight_only, mode="int8"),
+    ("int8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="int8"),
+    ("uint8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="uint8"),
+    ("fp16", "float16"): quantize_fp16,
+    ("q4", "MatMulNBits"): functools.partial(quantize_q4, mode="q4"),
+    ("q4f16", "MatMulNBits"): functools.partial(quantize_q4, mode="q4f16", fp16=True),
 }
-# mode (Transformers.js dtype) -> method
-MODES = {
-    "q8": None,  # chosen by q8_method
-    "int8": functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="int8"),
-    "uint8": functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="uint8"),
-    "fp16": quantize_fp16,
-    "q4": functools.partial(quantize_q4, mode="q4"),
-    "q4f16": functools.partial(quantize_q4, mode="q4f16", fp16=True),
-}
-# Each architecture names its q8 method (ArchSpec.q8_method); this is the fallback.
-DEFAULT_Q8_METHOD = "weight-only"
+MODES = sorted({m for m, _ in METHODS}, key=["q8", "fp16", "int8", "uint8", "q4", "q4f16"].index)
+Q8_METHODS = sorted(m for mode, m in METHODS if mode == "q8")
 
 
-def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool = True,
+def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool | None = None,
              config_path: str | None = None, extra_float=(), replace_float=False, write_config_file: bool = True,
              search: dict | None = None, calibration: list | None = None):
     """Write `output` from `input_path` in `mode` and record the options in quantize_config.json beside it.
-    calibration: verify cases whose float activations drive bias correction (8-bit methods), or None."""
+    method / per_channel: None takes the recipe the file's architecture chose for this mode (ArchSpec.recipes).
+    calibration: cases whose float activations drive bias correction (8-bit methods), or None."""
     if mode not in MODES:
         raise QuantizeError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
     if not os.path.isfile(input_path):
         raise QuantizeError(f"ONNX file not found: {input_path}")
-    if mode == "q8":
-        method = method or arch_q8_method(input_path)
-        if method not in Q8_METHODS:
-            raise QuantizeError(f"unknown q8 method '{method}'; choose one of: {', '.join(Q8_METHODS)}")
-        fn = Q8_METHODS[method]
-    else:
-        fn = MODES[mode]
+    if method is None or per_channel is None:
+        rec = arch_recipe(input_path, mode)
+        method = method or rec.method
+        per_channel = rec.per_channel if per_channel is None else per_channel
+    fn = METHODS.get((mode, method))
+    if fn is None:
+        choices = ", ".join(m for md, m in METHODS if md == mode)
+        raise QuantizeError(f"{mode} cannot be made with method '{method}'; choose one of: {choices}")
     result = fn(input_path, output, per_channel=per_channel, extra_float=extra_float, replace_float=replace_float, search=search,
                 calibration=calibration)
     result = dataclasses.replace(result, path=output)
@@ -56,18 +55,24 @@ def quantize(input_path: str, output: str, mode: str = "q8", method: str | None 
     return result
 
 
-def arch_q8_method(path: str) -> str:
-    """The q8 method the file's architecture chose, from the exporter's metadata."""
+def arch_recipe(path: str, mode: str):
+    """How the file's architecture (from the exporter's metadata) makes `mode`; the base recipe for foreign files."""
     import onnx
 
     from ..archs import get_arch
+    from ..archs.base import ArchSpec
     from ..onnxutil import read_metadata
 
     try:
         arch = read_metadata(onnx.load(path, load_external_data=False)).get("voxport.arch")
-        return get_arch(arch).q8_method if arch else DEFAULT_Q8_METHOD
+        spec = get_arch(arch) if arch else ArchSpec()
     except Exception:
-        return DEFAULT_Q8_METHOD
+        spec = ArchSpec()
+    return spec.recipe(mode)
+
+
+def arch_q8_method(path: str) -> str:
+    return arch_recipe(path, "q8").method
 
 
 def write_config(path: str, file_name: str, options: dict) -> None:
@@ -90,4 +95,4 @@ def write_config(path: str, file_name: str, options: dict) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["quantize", "MODES", "Q8_METHODS", "DEFAULT_Q8_METHOD", "Skipped"]
+__all__ = ["quantize", "MODES", "METHODS", "Q8_METHODS", "Skipped"]

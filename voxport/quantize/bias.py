@@ -32,9 +32,25 @@ def layer_biases(model, nodes: list) -> dict:
     return out
 
 
+_MEANS: dict = {}  # one build quantizes the same float model several times: measure its activations once
+
+
 def input_means(fp32_path: str, channel_axis: dict, calibration: list) -> dict:
     """Mean per channel of each named tensor (channel_axis: tensor -> its channel axis: 1 for a Conv input
     [B, C, T], -1 for a MatMul/Gemm input) on the float model over the calibration cases."""
+    import os
+
+    key = (os.path.abspath(fp32_path), os.path.getmtime(fp32_path), tuple(sorted(channel_axis.items())),
+           tuple(id(c) for c in calibration))
+    have = _MEANS.get(key)
+    if have is not None:
+        return have
+    _MEANS.clear()
+    _MEANS[key] = _measure(fp32_path, channel_axis, calibration)
+    return _MEANS[key]
+
+
+def _measure(fp32_path: str, channel_axis: dict, calibration: list) -> dict:
     import onnx
     import onnxruntime as ort
 

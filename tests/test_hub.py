@@ -9,22 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
+from .conftest import other_weights
+
 
 COMMITS = {None: "a" * 40, "main": "a" * 40, "v1": "b" * 40}
-
-
-def other_weights(src, dst):
-    """A copy of an ECAPA checkpoint whose weights differ slightly (same layout, another sha256)."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst)
-    sd = load_file(os.path.join(dst, "model.safetensors"))
-    sd["fc7.bias"] = sd["fc7.bias"] + torch.tensor([0.5, -0.5])
-    save_file(sd, os.path.join(dst, "model.safetensors"))
-    return str(dst)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from voxport.cli import main
 
+from .conftest import other_weights
+
 
 
 def run(*args):
@@ -24,20 +26,6 @@ def strict_json(text):
 
 
 PRIVATE = ("home-alice-secret", "projects-private")
-def other_weights(src, dst):
-    """A copy of an ECAPA checkpoint whose weights differ slightly (same layout, another sha256)."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst)
-    sd = load_file(os.path.join(dst, "model.safetensors"))
-    sd["fc7.bias"] = sd["fc7.bias"] + torch.tensor([0.5, -0.5])
-    save_file(sd, os.path.join(dst, "model.safetensors"))
-    return str(dst)
-
-
 LICENSE = "MIT License\n\nCopyright (c) 2025 Alice Example\n\nPermission is hereby granted ...\n"
 
 

@@ -8,17 +8,16 @@ import shutil
 import tempfile
 import time
 
-from .archs import get_arch
 from .errors import VoxportError
 from .export import export_model
 from .onnxutil import file_size
-from .package import DTYPE_FILES, check_output_dir, make_parents, publish, remove_empty, write_folder
-from .quantize import MODES, Skipped, quantize
+from .package import DTYPE_FILES, make_parents, publish, remove_empty, write_folder
+from .quantize import Skipped, quantize
+from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
 from .results import BuildResult
+from .tolerances import SIZE_BUDGET
 from .validate import check_audio_files, check_build_inputs
 from .verify.check import build_cases, verify
-from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
-from .tolerances import SIZE_BUDGET
 
 
 class BuildFailed(VoxportError):

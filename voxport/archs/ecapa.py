@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import CheckpointError
 from . import register
 from .base import ArchSpec, Loaded, Recipe
-from .source import checkpoint_record, recorded_folder, resolve_checkpoint
+from .source import card_license, checkpoint_record, recorded_folder, resolve_checkpoint
 
 HUB_ID = "JaesungHuh/ecapa-gender"  # the upstream weights (github: JaesungHuh/voice-gender-classifier)
 LABELS = {0: "male", 1: "female"}
@@ -277,7 +277,7 @@ class ECAPASpec(ArchSpec):
             source = {"arch": self.name, **checkpoint_record(checkpoint, folder, [weights], revision),
                       "random_init": False, "seed": None, "C": C}
             extra = {"folder": folder, "weights": weights, "license": _read_license(folder),
-                     "card_license": _front_matter_license(folder)}
+                     "card_license": card_license(folder)}
         model.eval()
         return Loaded(arch=self.name, model=model, source=source, config={"C": C}, extra=extra)
 
@@ -385,19 +385,6 @@ def _read_license(folder: str) -> bytes | None:
         if os.path.isfile(p):
             with open(p, "rb") as f:
                 return f.read()
-    return None
-
-
-def _front_matter_license(folder: str) -> str | None:
-    """The licence named in the checkpoint's model card front matter (README.md), if any."""
-    path = os.path.join(folder, "README.md")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(4000)
-        if text.startswith("---"):
-            for line in text.split("---")[1].splitlines():
-                if line.strip().startswith("license:"):
-                    return line.split(":", 1)[1].strip() or None
     return None
 
 

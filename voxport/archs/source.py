@@ -149,3 +149,16 @@ def load_source(source: dict, checkpoint: str | None = None, revision: str | Non
         raise CheckpointError(f"the weights in {checkpoint or source.get('checkpoint')} differ from the ones {what} was built from "
                               f"(sha256 of {', '.join(diff[:3])}); pass the same checkpoint")
     return loaded
+
+
+def card_license(folder) -> str | None:
+    """The licence named in a checkpoint's model card front matter (README.md), if any."""
+    path = os.path.join(folder or "", "README.md")
+    if folder and os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(4000)
+        if text.startswith("---"):
+            for line in text.split("---")[1].splitlines():
+                if line.strip().startswith("license:"):
+                    return line.split(":", 1)[1].strip() or None
+    return None

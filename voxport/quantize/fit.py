@@ -224,8 +224,6 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     target: what the search aims at (the tolerance with a margin); bar: the tolerance itself. When no file within
     the budget reaches the target, the smallest one that meets the bar is kept (the fully quantized file if it
     does); only when none meets the bar does it fail."""
-    import onnx
-
     from ..verify.runtimes import OnnxRuntimePython
     from .common import read_source
 
@@ -327,7 +325,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             k = shortest(ranked) if passes_with(ranked, n) else n
             plans, level = [(float(size[ranked[:k]].sum()), k, ranked)], judge
         _, k, ranked = min(plans, key=lambda p: p[0])
-        del runner
+        runner = None  # frees the session before the real files are written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     met = "margin" if level is judge else "tolerance"

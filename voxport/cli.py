@@ -287,6 +287,15 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
             _emit(report, as_json)
     from .quantize.fit import SEARCH_MODES
 
+    if not no_search and report is None and mode in SEARCH_MODES and loaded is None:
+        from .errors import CheckpointError
+        from .quantize.fit import load_source as reference_of
+
+        try:
+            loaded = reference_of(input_path)
+        except CheckpointError as e:  # a local source not given again: quantize, and say it was not measured
+            no_search = True
+            click.echo(f"note: not measured against PyTorch ({e}); the tolerance was not checked", err=True)
     if no_search or report is not None or mode not in SEARCH_MODES:
         result = quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, extra_float=extra)
     else:

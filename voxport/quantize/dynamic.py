@@ -18,6 +18,8 @@ from .common import correct_biases, finish, has_external_data, read_source
 #   take a path without the overflow, so they keep all 8 bits.
 # - the nodes named in metadata `voxport.keep_float` stay float: the exporter derives them from the graph
 #   (the audio front end). The power spectrum spans many decades; 8 bits collapse it to one class.
+# - onnxruntime first rewrites each Gemm as MatMul + Add (named "<gemm>_MatMul"), then applies the exclusions:
+#   a Gemm kept float is excluded under both names.
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
@@ -44,7 +46,7 @@ def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True
         try:
             quantize_dynamic(
                 input_path, tmp, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, reduce_range=reduce_range,
-                op_types_to_quantize=OP_TYPES, nodes_to_exclude=keep, use_external_data_format=has_external_data(input_path),
+                op_types_to_quantize=OP_TYPES, nodes_to_exclude=keep + [f"{n}_MatMul" for n in keep], use_external_data_format=has_external_data(input_path),
                 extra_options={"MatMulConstBOnly": True},
             )
         except Exception as e:

@@ -108,17 +108,22 @@ def shipped_weights(quantized, nodes: list) -> dict:
     inits = {i.name: i for i in q.graph.initializer}
     out = {}
     for node, w in nodes:
-        qname = next((w + s for s in ("_int8", "_quantized") if w + s in inits), None)
-        if qname is None or w + "_scale" not in inits:
+        # onnxruntime stores a Gemm's transB weight transposed, as a MatMul's [K, N]
+        base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
+        if base is None or base + "_scale" not in inits:
             continue
+        qname = next(base + s for s in ("_int8", "_quantized") if base + s in inits)
         qv = numpy_helper.to_array(inits[qname]).astype(np.float64)
-        scale = numpy_helper.to_array(inits[w + "_scale"]).astype(np.float64)
-        zp = numpy_helper.to_array(inits[w + "_zero_point"]).astype(np.float64) if w + "_zero_point" in inits else np.zeros_like(scale)
+        scale = numpy_helper.to_array(inits[base + "_scale"]).astype(np.float64)
+        zp = (numpy_helper.to_array(inits[base + "_zero_point"]).astype(np.float64) if base + "_zero_point" in inits
+              else np.zeros_like(scale))
+        transposed = base != w
         if scale.size > 1:
             shape = [1] * qv.ndim
-            shape[_axis(node, qv.ndim)] = -1
+            shape[qv.ndim - 1 if transposed else _axis(node, qv.ndim)] = -1
             scale, zp = scale.reshape(shape), zp.reshape(shape)
-        out[w] = ((qv - zp) * scale).astype(np.float32)
+        deq = (qv - zp) * scale
+        out[w] = (deq.T if transposed else deq).astype(np.float32)
     return out
 
 

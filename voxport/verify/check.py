@@ -87,7 +87,7 @@ def row_names(case, rows: int) -> list:
 
 def compare(label, kind, runtime, cases, refs, outs, tol) -> FileReport:
     dl, dp, pr, pg, names = [], [], [], [], []
-    worst, worst_val = "", -1.0
+    worst, worst_val, worst_p, worst_p_val = "", -1.0, "", -1.0
     for c, ref, out in zip(cases, refs, outs):
         if out.shape != ref.shape:
             return FileReport(label, kind, runtime, Status.FAILED, len(cases), float("inf"), float("inf"), 1.0, 1.0, 0, 0,
@@ -108,24 +108,26 @@ def compare(label, kind, runtime, cases, refs, outs, tol) -> FileReport:
         names += [base[i // per_row] + (f" frame {i % per_row}" if per_row > 1 else "") for i in ids]
         if d.max() > worst_val:
             worst, worst_val = c.name, float(d.max())
+        if dp[-1].max() > worst_p_val:
+            worst_p, worst_p_val = c.name, float(dp[-1].max())
     dl, dp = np.concatenate(dl), np.concatenate(dp)
     rep = dict(max_abs_logit=float(dl.max()), mean_abs_logit=float(dl.mean()), max_abs_prob=float(dp.max()),
                mean_abs_prob=float(dp.mean()), over_1e2=int((dp > 1e-2).sum()), over_1e1=int((dp > 1e-1).sum()))
     dec = decisions(names, np.concatenate(pr), np.concatenate(pg), tol)
-    reasons = gate(rep["max_abs_logit"], rep["max_abs_prob"], dec, tol, worst)
+    reasons = gate(rep["max_abs_logit"], rep["max_abs_prob"], dec, tol, worst, worst_p)
     if not np.isfinite(dl).all():
         reasons.insert(0, "non-finite outputs")
     return FileReport(label, kind, runtime, Status.FAILED if reasons else Status.PASSED, len(cases), **rep,
                       tolerance=_tol(tol), reasons=reasons, worst_case=worst, **dec)
 
 
-def gate(max_logit: float, max_prob: float, dec: dict, tol, worst: str = "") -> list:
-    """Why a file fails its tolerance (empty: it passes)."""
+def gate(max_logit: float, max_prob: float, dec: dict, tol, worst: str = "", worst_p: str = "") -> list:
+    """Why a file fails its tolerance (empty: it passes). worst / worst_p: the cases with the largest |dlogit| / |dp|."""
     reasons = []
     if tol.max_abs_logit is not None and not max_logit <= tol.max_abs_logit:
         reasons.append(f"max |dlogit| {max_logit:.2e} > {tol.max_abs_logit:.0e}" + (f" (worst: {worst})" if worst else ""))
     if tol.max_abs_prob is not None and not max_prob <= tol.max_abs_prob:
-        reasons.append(f"max |dp| {max_prob:.3f} > {tol.max_abs_prob}" + (f" (worst: {worst})" if worst else ""))
+        reasons.append(f"max |dp| {max_prob:.3f} > {tol.max_abs_prob}" + (f" (worst: {worst_p})" if worst_p else ""))
     if dec["decisive_total"] and dec["decisive_agree"] / dec["decisive_total"] < tol.min_agreement:
         reasons.append(f"argmax agreement on decisive rows {dec['decisive_agree']}/{dec['decisive_total']} "
                        f"< {tol.min_agreement:.0%}")

@@ -126,36 +126,17 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
             ranking.append(NodeSensitivity(name, op, weights, kept, dp, dl))
         ranking.sort(key=lambda r: -r.max_abs_prob)
         report = dict(file=path, mode=mode, method=method, cases=len(runner.cases), ranking=ranking)
-        if target is not None:
-            ranked = [r.node for r in ranking if not r.kept_by_exporter]
-            kept, achieved, size, base = keep_for_target(path, out, mode, method, ranked, runner, ref, target, say)
-            report.update(target=target, kept_float=kept, achieved=achieved, size_bytes=size, base_size_bytes=base)
+        if target is not None:  # the build's keep-float search, aimed at this target, with no size limit
+            from ..tolerances import Tolerance
+            from .fit import fit
+
+            def run(extra, search):
+                return quantize(path, out, mode=mode, method=method, extra_float=extra, search=search, write_config_file=False)
+
+            q, found = fit(path, out, mode, run, runner.cases, ref, Tolerance(max_abs_prob=target, min_agreement=0.0),
+                           size_budget=float("inf"), progress=say)
+            report.update(target=target, kept_float=[k["node"] for k in found.kept_float], achieved=found.max_abs_prob,
+                          size_bytes=found.size_bytes, base_size_bytes=found.size_all_quantized)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return SensitivityReport(**report, seconds=time.time() - t0)
-
-
-def keep_for_target(path, out, mode, method, ranked, runner, ref, target, say):
-    """Fewest of the most sensitive nodes to keep float so that max |dp| <= target (binary search on k)."""
-    from . import quantize
-
-    def trial(k):
-        r = quantize(path, out, mode=mode, method=method, extra_float=ranked[:k], write_config_file=False)
-        return runner.error(ref, runner.outputs(out))[0], r.size_bytes
-
-    base_err, base_size = trial(0)
-    if base_err <= target:
-        return [], base_err, base_size, base_size
-    lo, hi = 0, len(ranked)
-    best = trial(hi)
-    if best[0] > target:
-        raise QuantizeError(f"max |dp| {best[0]:.3g} even with every node float; the target {target} is out of reach")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        say(f"trying {mid} nodes float")
-        res = trial(mid)
-        if res[0] <= target:
-            hi, best = mid, res
-        else:
-            lo = mid
-    return ranked[:hi], best[0], best[1], base_size

@@ -36,6 +36,11 @@ def reinfer_shapes(model):
 
 
 def model_size(model) -> int:
+    """Bytes the model takes serialized; protobuf cannot even measure a message past 2 GB, so the weights'
+    bytes are counted first and only a model clearly under the limit is measured."""
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights > EXTERNAL_DATA_THRESHOLD:
+        return weights
     return model.ByteSize()
 
 

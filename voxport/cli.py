@@ -321,7 +321,7 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
 @_revision_option
 @click.option("--random-init", is_flag=True)
 @click.option("--seed", type=int, default=0)
-@click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files (any rate/channels), repeatable.")
+@click.option("--audio", multiple=True, type=click.Path(), help="Extra audio (files or folders; any rate/channels), repeatable.")
 @click.option("--runtime", default="python", show_default=True,
               help="Comma-separated: python (onnxruntime), node / browser / webgpu (Transformers.js; FOLDER only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -380,7 +380,7 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @click.option("--size-budget", type=float, default=None,
               help="How large the keep-float search may make a quantized file, as a multiple of its fully quantized size [default: 1.25].")
 @click.option("--no-search", is_flag=True, help="Quantize every node the method covers; a file missing its tolerance fails the build.")
-@click.option("--audio", multiple=True, type=click.Path(), help="Extra audio files for verify, repeatable.")
+@click.option("--audio", multiple=True, type=click.Path(), help="Your audio for verify and the keep-float search: files or folders, repeatable.")
 @click.option("--runtime", default="python", show_default=True,
               help="Where to verify, comma-separated: python, node, browser, webgpu.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")

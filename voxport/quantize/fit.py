@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import QuantizeError
 from ..results import _ToDict
 from ..tolerances import FIT_MARGIN, SIZE_BUDGET, Tolerance
+from .weight_only import channel_axis
 
 SWITCH = "voxport_switch"
 SEARCH_MODES = ("q8", "int8", "uint8")  # file kinds whose 8-bit weights the search can trade back to float
@@ -90,14 +91,6 @@ def _weight_nodes(model, keep: set) -> list:
             if n.op_type in ("Conv", "MatMul", "Gemm") and n.name not in keep and len(n.input) > 1 and n.input[1] in inits]
 
 
-def _axis(node, ndim: int) -> int:
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "Gemm":
-        return 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
-    return ndim - 1
-
-
 def shipped_weights(quantized, nodes: list) -> dict:
     """weight name -> the dequantized values a quantized file (path or model) holds for it (weight-only `_int8`
     or onnxruntime's `_quantized` initializers), for the nodes the method quantized."""
@@ -120,7 +113,7 @@ def shipped_weights(quantized, nodes: list) -> dict:
         transposed = base != w
         if scale.size > 1:
             shape = [1] * qv.ndim
-            shape[qv.ndim - 1 if transposed else _axis(node, qv.ndim)] = -1
+            shape[qv.ndim - 1 if transposed else channel_axis(node, qv.shape)] = -1
             scale, zp = scale.reshape(shape), zp.reshape(shape)
         deq = (qv - zp) * scale
         out[w] = (deq.T if transposed else deq).astype(np.float32)

@@ -15,7 +15,8 @@ from .common import correct_biases, finish, initializer_map, read_source
 MIN_ELEMENTS = 1024  # smaller weights (biases, tiny convs) are not worth a DequantizeLinear
 
 
-def _axis(node, w_dims) -> int:
+def channel_axis(node, w_dims) -> int:
+    """The output-channel axis of a Conv / Gemm / MatMul weight (the axis per-channel scales run along)."""
     # Conv/ConvTranspose weight: [out, in, k] -> per output channel on axis 0; MatMul B [K, N] -> axis 1
     if node.op_type == "Conv":
         return 0
@@ -45,7 +46,7 @@ def quantize_weight_only(input_path: str, output: str, per_channel: bool = True,
             w = inits.get(wname)
             if w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT and np.prod(w.dims) >= MIN_ELEMENTS:
                 arr = numpy_helper.to_array(w)
-                axis = _axis(node, w.dims)
+                axis = channel_axis(node, w.dims)
                 if per_channel:
                     red = tuple(i for i in range(arr.ndim) if i != axis)
                     scale = np.abs(arr).max(axis=red) / 127.0

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 
@@ -30,8 +32,36 @@ class BuildFailed(VoxportError):
         self.result = result
 
 
+def _max_rss_mb(who) -> float:
+    kb = resource.getrusage(who).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    return kb / 2**20 if sys.platform == "darwin" else kb / 1024
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far (MB)."""
+    return _max_rss_mb(resource.RUSAGE_SELF)
+
+
+def peak_rss_children_mb() -> float:
+    """Peak resident memory of the largest finished child process (Node, Chromium), MB."""
+    return _max_rss_mb(resource.RUSAGE_CHILDREN)
+
+
+def record_build(folder: str, wall_s: float) -> dict:
+    """Add what the build cost (wall time, peak RSS, the CPU) to the folder's voxport.json."""
+    from .bench import cpu_info
+    from .package import SOURCE_FILE, write_json
+
+    cpu = cpu_info()
+    rec = {"wall_s": round(wall_s, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+           "peak_rss_children_mb": round(peak_rss_children_mb(), 1),
+           "cpu": cpu["model"], "cpu_cores": cpu["cores"]}
+    path = os.path.join(folder, SOURCE_FILE)
+    with open(path) as f:
+        data = json.load(f)
+    data["build"] = rec
+    write_json(path, data)
+    return rec
 
 
 def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0, opset=18,
@@ -40,8 +70,11 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
     """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA).
     search: when a quantized file misses its tolerance, keep its most sensitive nodes float (within size_budget
     times the fully quantized size); q8_target: a stricter max |dp| for q8 than its tolerance."""
-    say = progress or (lambda msg: None)
     t0 = time.time()
+
+    def say(msg):  # each stage with the time since the start and the peak memory so far
+        if progress:
+            progress(f"{msg} ({time.time() - t0:.0f} s, peak RSS {peak_rss_mb() / 1024:.2f} GB)")
     spec = check_build_inputs(arch, output_dir, force, checkpoint, random_init, quantize_modes, runtimes, audio or (),
                               opset, q8_method, q8_target)  # before any work
     say("loading checkpoint")
@@ -107,8 +140,10 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         final = lambda p: os.path.join(output_dir, os.path.relpath(p, tmp))  # noqa: E731
         ex = dataclasses.replace(ex, path=final(ex.path))
         qs = [dataclasses.replace(q, path=final(q.path)) for q in qs]
+        cost = record_build(tmp, time.time() - t0)
         result = BuildResult(folder=output_dir, export=ex, quantized=qs, verify=report,
-                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=time.time() - t0, peak_rss_mb=peak_rss_mb(),
+                             files={f"onnx/{k}": v for k, v in sizes.items()}, seconds=cost["wall_s"],
+                             peak_rss_mb=cost["peak_rss_mb"], peak_rss_children_mb=cost["peak_rss_children_mb"],
                              skipped=skipped, search={m: f.to_dict() for m, f in fits.items()})
         if not report.passed:
             raise BuildFailed(result)

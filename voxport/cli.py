@@ -406,34 +406,79 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
 
 
 @main.command("bench")
-@click.argument("folder", type=click.Path())
+@click.argument("target", nargs=-1, required=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--runs", type=int, default=20, show_default=True)
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs of each candidate per window.")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed rounds before the timed ones.")
 @click.option("--seconds", default="0.75,3", show_default=True, help="Input lengths in seconds, comma-separated.")
+@click.option("--against", multiple=True, type=click.Path(),
+              help="Another export to time side by side: a folder (its onnx/*.onnx, else *.onnx) or one .onnx file; repeatable.")
 @click.option("--runtime", default="python", show_default=True,
-              help="Comma-separated: python (PyTorch + onnxruntime), node, browser, webgpu (Transformers.js).")
-@click.option("--checkpoint", default=None, help="For a FOLDER built from a local checkpoint: that folder (PyTorch row).")
+              help="Comma-separated: python (PyTorch + onnxruntime), node, browser, webgpu (Transformers.js; FOLDER only).")
+@click.option("--checkpoint", default=None,
+              help="For a FOLDER built from a local checkpoint: that folder (PyTorch row); with ONNX files: the reference.")
+@click.option("--arch", default=None, help="With ONNX files: the architecture of the PyTorch row (with --checkpoint or --random-init).")
+@click.option("--random-init", is_flag=True, help="With ONNX files and --arch: seeded random weights for the PyTorch row.")
+@click.option("--seed", type=int, default=0)
 @_revision_option
 @click.option("--json", "as_json", is_flag=True)
-def bench_cmd(folder, threads, runs, seconds, runtime, checkpoint, as_json):
-    """Size and latency of PyTorch eager and every ONNX file in FOLDER."""
-    from .bench import bench
+def bench_cmd(target, threads, runs, warmup, seconds, against, runtime, checkpoint, arch, random_init, seed, as_json):
+    """Latency of PyTorch eager, every ONNX file of a FOLDER (or the ONNX files given) and of --against exports:
+    interleaved runs in one process, medians, p95 and ratios, with the CPU and its ISA flags."""
+    from .bench import against_files, bench, quiet_thread_pools
+
+    quiet_thread_pools()  # before anything imports torch
     from .package import recover_interrupted
     from .verify.check import folder_files
 
-    recover_interrupted(folder)
-    if not os.path.isdir(folder):
-        raise VoxportError(f"folder not found: {folder}; pass a folder made by `voxport build`")
     try:
         secs = tuple(float(s) for s in seconds.split(","))
     except ValueError:
         raise VoxportError(f"--seconds must be numbers separated by commas, got '{seconds}'") from None
-    if threads < 1 or runs < 1 or not all(0 < x <= 600 for x in secs):
-        raise VoxportError("--threads and --runs must be at least 1, and --seconds between 0 and 600")
-    folder_files(folder)
+    if threads < 1 or runs < 1 or warmup < 0 or not all(0 < x <= 600 for x in secs):
+        raise VoxportError("--threads and --runs must be at least 1, --warmup at least 0, and --seconds between 0 and 600")
+    runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
+    folder, files, loaded = None, None, None
+    if len(target) == 1 and not target[0].endswith(".onnx"):
+        folder = target[0]
+        recover_interrupted(folder)
+        if not os.path.isdir(folder):
+            raise VoxportError(f"folder not found: {folder}; pass a folder made by `voxport build` or .onnx files")
+        if arch or random_init:
+            raise VoxportError("--arch and --random-init go with ONNX files; a folder records its own source")
+        folder_files(folder)
+    else:
+        for t in target:
+            if os.path.isdir(t) or not t.endswith(".onnx"):
+                raise VoxportError(f"{t}: pass one folder made by `voxport build`, or .onnx files")
+            _check_onnx_file(t)
+        if any(r != "python" for r in runtimes):
+            raise VoxportError("the Transformers.js runtimes load a folder; pass a folder made by `voxport build`")
+        files = {}
+        for t in target:
+            name = os.path.basename(t)
+            if name in files:
+                raise VoxportError(f"two files named {name}; bench names each file by its file name")
+            files[name] = t
+        if (checkpoint or random_init) and not arch:
+            raise VoxportError("with ONNX files, the PyTorch row needs --arch too (and --checkpoint or --random-init)")
+        if arch:
+            _check_source(checkpoint, random_init)
+    for a in against:
+        for p in against_files(a).values():
+            _check_onnx_file(p)
     runtimes = _check_runtimes(runtime)
-    loaded = _load_folder_source(folder, checkpoint)
-    _emit(bench(folder, seconds=secs, threads=threads, runs=runs, runtimes=tuple(runtimes), loaded=loaded), as_json)
+    if folder:
+        loaded = _load_folder_source(folder, checkpoint)
+    elif arch:
+        from .archs import get_arch
+        from .archs.source import check_checkpoint
+
+        if checkpoint:
+            check_checkpoint(checkpoint)
+        loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed, revision=_revision())
+    _emit(bench(folder, seconds=secs, threads=threads, runs=runs, warmup=warmup, runtimes=tuple(runtimes), loaded=loaded,
+                files=files, against=tuple(against)), as_json)
 
 
 # --- run and evaluate: a built folder on audio files (onnxruntime only for run; PyTorch is never imported there) ---

@@ -158,6 +158,7 @@ class BuildResult(_ToDict):
     peak_rss_mb: float
     skipped: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)  # mode -> what the keep-float search did (FitResult.to_dict())
+    peak_rss_children_mb: float = 0.0  # the largest child process (Node, Chromium for --runtime node,browser)
 
     def to_table(self) -> str:
         lines = [self.export.to_table()]
@@ -171,7 +172,9 @@ class BuildResult(_ToDict):
                              f"({f['size_bytes'] / f['size_all_quantized']:.2f}x fully quantized)")
         lines += [f"skipped {mode}: {why}" for mode, why in self.skipped.items()]
         lines.append(self.verify.to_table())
-        lines.append(f"built {self.folder} in {self.seconds:.1f} s (peak RSS {self.peak_rss_mb:.0f} MB)")
+        children = f", children {self.peak_rss_children_mb:.0f} MB" if self.peak_rss_children_mb else ""
+        lines.append(f"built {self.folder} in {self.seconds:.1f} s (peak RSS {self.peak_rss_mb:.0f} MB{children}; "
+                     f"recorded in voxport.json)")
         for name, size in self.files.items():
             lines.append(f"  {name:<32} {size / 1e6:>9.2f} MB")
         return "\n".join(lines)
@@ -186,6 +189,8 @@ class BenchRow(_ToDict):
     median_ms: float
     p95_ms: float
     runs: int
+    source: str = ""  # "" for the benched folder or files (and PyTorch); else the label of an --against export
+    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,15 +198,61 @@ class BenchResult(_ToDict):
     folder: str
     threads: int
     rows: list
-    cpu: str
+    cpu: str  # the CPU model
+    cpu_flags: dict = field(default_factory=dict)  # ISA extension -> present
+    int8_dot_product: bool = False  # VNNI / AMX-INT8 / ARM dotprod
+    machine: str = ""
+    cores: int = 0
+    versions: dict = field(default_factory=dict)  # onnxruntime, torch
+    runs: int = 0
+    warmup: int = 0
+    interleaved: bool = True  # per window, one run of each candidate in turn, round after round
+    files: dict = field(default_factory=dict)  # name -> path of the benched files
+    fp32: str = ""  # the file the others are divided by
+    against: list = field(default_factory=list)  # [{label, path, files, fp32}]
+    ratios: list = field(default_factory=list)  # [{kind: fp32|pytorch|against, seconds_audio, name, runtime, baseline, ratio}]
+    load_average: list = field(default_factory=list)  # 1-minute load average at the start and the end
+    thread_pools: dict = field(default_factory=dict)  # how idle threads wait (no spinning: see bench.py)
+
+    def ratio(self, kind: str, name: str, seconds_audio: float, runtime: str = "onnxruntime", against: str | None = None):
+        for r in self.ratios:
+            if (r["kind"], r["name"], r["seconds_audio"], r["runtime"]) == (kind, name, seconds_audio, runtime) and \
+                    r.get("against") == against:
+                return r["ratio"]
+        return None
+
+    def cpu_line(self) -> str:
+        have = [f for f, v in self.cpu_flags.items() if v]
+        lack = [f for f, v in self.cpu_flags.items() if not v]
+        return (f"cpu: {self.cpu} ({self.machine}, {self.cores} cores); flags: {' '.join(have) or 'none known'}"
+                + (f"; absent: {' '.join(lack)}" if lack else "")
+                + f"; int8 dot products: {'yes' if self.int8_dot_product else 'no'}")
 
     def to_table(self) -> str:
-        lines = [f"bench {self.folder}: {self.threads} threads, {self.cpu}",
-                 f"{'variant':<28} {'runtime':<24} {'size MB':>8} {'audio s':>8} {'median ms':>10} {'p95 ms':>8} {'x torch':>8}"]
-        torch_ms = {r.seconds_audio: r.median_ms for r in self.rows if r.runtime == "pytorch"}
+        what = self.folder or ", ".join(self.files.values())
+        versions = ", ".join(f"{k} {v}" for k, v in self.versions.items())
+        load = ""
+        if len(self.load_average) == 2 and None not in self.load_average:
+            load = f"; load average {self.load_average[0]:.2f} at the start, {self.load_average[1]:.2f} at the end"
+        lines = [f"bench {what}: {self.threads} threads" + (f", {versions}" if versions else ""),
+                 self.cpu_line(),
+                 f"timing: per window, {self.runs} rounds of one run of each candidate in turn, after {self.warmup} warm-up "
+                 f"rounds, idle threads not spinning (Transformers.js runtimes in their own process){load}"]
+        labels = [a["label"] for a in self.against]
+        cols = ["x fp32", "x torch"] + [f"x {a}" for a in labels]
+        width = max([28] + [len(r.name) for r in self.rows])
+        rt_width = max([12] + [len(r.runtime) for r in self.rows])
+        head = f"{'variant':<{width}} {'runtime':<{rt_width}} {'size MB':>8} {'audio s':>8} {'median ms':>10} {'p95 ms':>8}"
+        lines.append(head + "".join(f" {c:>{max(8, len(c))}}" for c in cols))
         for r in self.rows:
-            ratio = torch_ms.get(r.seconds_audio)
-            rel = f"{r.median_ms / ratio:.2f}" if ratio else "-"
             size = f"{r.size_bytes / 1e6:.1f}" if r.size_bytes else "-"
-            lines.append(f"{r.name:<28} {r.runtime:<24} {size:>8} {r.seconds_audio:>8.2f} {r.median_ms:>10.1f} {r.p95_ms:>8.1f} {rel:>8}")
+            cells = [self.ratio("fp32", r.name, r.seconds_audio, r.runtime), self.ratio("pytorch", r.name, r.seconds_audio, r.runtime)]
+            cells += [self.ratio("against", r.name, r.seconds_audio, r.runtime, a) for a in labels]
+            lines.append(f"{r.name:<{width}} {r.runtime:<{rt_width}} {size:>8} {r.seconds_audio:>8.2f} {r.median_ms:>10.1f} {r.p95_ms:>8.1f}"
+                         + "".join(f" {('-' if v is None else f'{v:.2f}'):>{max(8, len(c))}}" for c, v in zip(cols, cells)))
+        if self.fp32:
+            lines.append(f"x fp32: median / the median of {self.fp32} (same runtime and window); x torch: median / PyTorch eager's")
+        for a in self.against:
+            lines.append(f"x {a['label']}: median / the median of {a['label']}'s file of the same name, else of its {a['fp32']} "
+                         f"({a['path']})")
         return "\n".join(lines)

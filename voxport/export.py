@@ -49,7 +49,7 @@ def export_model(
         say(f"exporting with {route} at opset {opset}")
         _torch_export(spec, loaded, route, opset, raw)
         say("simplifying")
-        model, before, after = simplify_file(raw, spec.input_names(loaded), spec.output_name)
+        model, before, after = simplify_file(raw, spec.input_names(loaded), spec.output_names(loaded))
         for f in (raw, raw + "_data", raw + ".data"):
             if os.path.exists(f):
                 os.remove(f)
@@ -71,7 +71,7 @@ def export_model(
         size = file_size(tmp)
     return ExportResult(
         path=output, arch=spec.name, opset=opset, route=route,
-        inputs=spec.input_names(loaded), outputs=[spec.output_name],
+        inputs=spec.input_names(loaded), outputs=spec.output_names(loaded),
         nodes_before=before, nodes_after=after, size_bytes=size, keep_float=keep,
         seconds=time.time() - t0, checked_shapes=shapes,
     )
@@ -83,6 +83,7 @@ def _torch_export(spec, loaded, route, opset, path):
     module = spec.export_module(loaded, route)
     args = spec.example_inputs(loaded)
     names = spec.input_names(loaded)
+    outputs = spec.output_names(loaded)
     sink = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), torch.no_grad():
@@ -91,14 +92,15 @@ def _torch_export(spec, loaded, route, opset, path):
                 batch, time_ = torch.export.Dim("batch_size"), torch.export.Dim("num_samples", min=spec.min_samples(loaded))
                 dyn = {n: {0: batch, 1: time_} for n in names}
                 prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=names,
-                                         output_names=[spec.output_name], dynamic_shapes=dyn, optimize=True,
+                                         output_names=outputs, dynamic_shapes=dyn, optimize=True,
                                          verbose=False)
                 prog.save(path, external_data=_needs_external(module))
             else:
                 axes = {n: {0: "batch_size", 1: "num_samples"} for n in names}
-                axes[spec.output_name] = spec.output_axes(loaded) if hasattr(spec, "output_axes") else {0: "batch_size"}
+                for out in outputs:
+                    axes[out] = spec.output_axes(loaded) if hasattr(spec, "output_axes") else {0: "batch_size"}
                 torch.onnx.export(module, args, path, dynamo=False, opset_version=opset, input_names=names,
-                                  output_names=[spec.output_name], dynamic_axes=axes, do_constant_folding=True)
+                                  output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
     except ExportError:
         raise
     except Exception as e:
@@ -111,8 +113,9 @@ def _needs_external(module) -> bool:
     return n > 1_800_000_000
 
 
-def simplify_file(path: str, input_names: list, output_name: str):
-    """onnxsim constant folding, then fresh shape inference and the full checker. Returns (model, nodes before, after)."""
+def simplify_file(path: str, input_names: list, output_names):
+    """onnxsim constant folding, then fresh shape inference and the full checker. Returns (model, nodes before, after).
+    output_names: the expected outputs (a list, or one name)."""
     import onnx
     import onnxsim
 
@@ -133,8 +136,9 @@ def simplify_file(path: str, input_names: list, output_name: str):
             simple = reinfer_shapes(simple)
         onnx.checker.check_model(simple, full_check=True)
     got = [i.name for i in simple.graph.input]
-    if got != list(input_names) or [o.name for o in simple.graph.output] != [output_name]:
-        raise ExportError(f"graph IO is {got} -> {[o.name for o in simple.graph.output]}, expected {input_names} -> [{output_name}]")
+    want = [output_names] if isinstance(output_names, str) else list(output_names)
+    if got != list(input_names) or [o.name for o in simple.graph.output] != want:
+        raise ExportError(f"graph IO is {got} -> {[o.name for o in simple.graph.output]}, expected {input_names} -> {want}")
     return simple, before, len(simple.graph.node)
 
 
@@ -228,10 +232,11 @@ def check_dynamic(path: str, spec, loaded) -> list:
         if "attention_mask" in names:
             feed["attention_mask"] = np.ones((b, n), np.int64)
         try:
-            out = sess.run(None, feed)[0]
+            outs = sess.run(None, feed)
         except Exception as e:
             raise ExportError(f"exported graph fails on batch {b} x {n} samples: {str(e).splitlines()[0][:200]}") from e
-        if out.shape[0] != b:
-            raise ExportError(f"exported graph returns batch {out.shape[0]} for batch {b}: the batch axis was frozen")
+        for out in outs:
+            if out.shape[0] != b:
+                raise ExportError(f"exported graph returns batch {out.shape[0]} for batch {b}: the batch axis was frozen")
         done.append([b, n])
     return done

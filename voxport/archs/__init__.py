@@ -26,7 +26,7 @@ def arch_names() -> list:
 
 
 def _load_all():
-    from . import ecapa, wav2vec2  # noqa: F401
+    from . import ecapa, speechbrain, wav2vec2  # noqa: F401
 
 
 __all__ = ["ArchSpec", "Case", "Loaded", "Tolerance", "register", "get_arch", "arch_names"]

@@ -65,6 +65,9 @@ class ArchSpec:
     # file kind -> Recipe, chosen per architecture by measured parity per byte (and speed); kinds not named
     # here take DEFAULT_RECIPES
     recipes: dict = {}
+    # whether build's keep-float search may tune quantized files: it measures softmax probabilities of the first
+    # output, so an architecture whose files are judged otherwise (embeddings by cosine) says False
+    search_quantization: bool = True
 
     # loading
     def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:
@@ -78,6 +81,19 @@ class ArchSpec:
 
     def min_samples(self, loaded: Loaded) -> int:
         return 1
+
+    def output_names(self, loaded: Loaded) -> list:
+        """The graph's outputs, in order."""
+        return [self.output_name]
+
+    def output_kinds(self, loaded: Loaded) -> dict:
+        """How verify compares each output: "logits" (differences, probabilities, argmax) or "embedding" (cosine per
+        row, max |d|, change of the pairwise cosine scores). A single "logits" output keeps the one-array interface
+        (reference() and the runtimes return an array); otherwise they return {output name: array}."""
+        return {name: "logits" for name in self.output_names(loaded)}
+
+    def multi_output(self, loaded: Loaded) -> bool:
+        return self.output_kinds(loaded) != {"logits": "logits"}
 
     # export
     def export_module(self, loaded: Loaded, route: str):
@@ -103,8 +119,8 @@ class ArchSpec:
     def cases(self, loaded: Loaded) -> list:
         raise NotImplementedError
 
-    def reference(self, loaded: Loaded, case: Case) -> np.ndarray:
-        """PyTorch logits for a case."""
+    def reference(self, loaded: Loaded, case: Case):
+        """PyTorch logits for a case ({output name: array} when multi_output)."""
         import torch
 
         args = [torch.from_numpy(case.input_values)]

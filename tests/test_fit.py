@@ -25,7 +25,7 @@ def test_every_tolerance_says_why():
     for profile, table in PARITY.items():
         for kind, tol in table.items():
             assert tol.why, (profile, kind)
-            assert tol.max_abs_logit is not None or tol.max_abs_prob is not None
+            assert tol.max_abs_logit is not None or tol.max_abs_prob is not None or getattr(tol, "min_cosine", None) is not None
     for key, (value, why) in RUNTIME.items():
         assert value > 0 and why, key
 
@@ -87,7 +87,8 @@ def test_switch_graph_reproduces_the_float_and_the_quantized_file(tmp_path, expo
     some = cases[:4]
     ort = OnnxRuntimePython()
     fp32, real = ort.run_cases(src, some), ort.run_cases(q, some)
-    off, on = runner.run(np.zeros(len(nodes)), some), runner.run(np.ones(len(nodes)), some)
+    items = len(nodes) * (2 if method == "dynamic" else 1)  # dynamic: weights, then input activations
+    off, on = runner.run(np.zeros(items), some), runner.run(np.ones(items), some)
     for a, b in zip(off, fp32):
         assert np.abs(a - b).max() <= 1e-5
     # the real file differs from fp32 by its quantization error; the emulation by far less than that (weight-only:
@@ -120,6 +121,42 @@ def test_search_meets_a_target_and_records_why(tmp_path, exported):
         fit(src, out, "q8", lambda extra, search: quantize(src, out, extra_float=extra, search=search, write_config_file=False),
             cases, refs, target, size_budget=1.0)
     assert not os.path.exists(out)
+
+
+def test_dynamic_search_keeps_activations_float_before_weights(tmp_path, exported):
+    """A uint8 file: the search may keep a node's input float with its weights int8 (no bytes) or its weights float
+    (stored as float16); the real file holds exactly that, and meets the target."""
+    src, loaded, cases, refs = exported
+    out = str(tmp_path / "model_uint8.onnx")
+    make = lambda extra, search: quantize(src, out, mode="uint8", extra_float=extra, search=search, write_config_file=False)  # noqa: E731
+    make([], None)
+    full = compare("p", "uint8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), PARITY["ecapa"]["uint8"]).max_abs_prob
+    target = Tolerance(max_abs_prob=full / 4, min_agreement=1.0, why="test")
+    r, f = fit(src, out, "uint8", make, cases, refs, target, size_budget=3.0)
+    assert not f.passed_all_quantized and f.max_abs_prob <= full / 4
+    got = compare("q", "uint8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), target)
+    assert got.max_abs_prob <= full / 4
+    q = onnx.load(out)
+    nodes = {n.name: n for n in q.graph.node}
+    inits = {i.name: i for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    tiers = {k["node"]: k["kept"] for k in f.kept_float}
+    assert "float activations" in tiers.values()
+    for name, tier in tiers.items():
+        node = nodes.get(name) or nodes[name + "_MatMul"]  # onnxruntime renames an excluded Gemm
+        assert node.op_type in ("Conv", "MatMul", "Gemm")  # float compute, not ConvInteger / MatMulInteger
+        if node.input[1] in inits:  # weights under 1024 elements are not worth a smaller copy
+            assert int(np.prod(inits[node.input[1]].dims)) < 1024
+            continue
+        cast = producer[node.input[1]]  # its weight is restored from a smaller type at session creation
+        if tier == "float weights":
+            assert cast.op_type == "Cast" and inits[cast.input[0]].data_type == onnx.TensorProto.FLOAT16
+        else:
+            stored = producer[cast.input[0]] if cast.op_type == "Mul" else cast
+            assert inits[stored.input[0]].data_type == onnx.TensorProto.INT8
+    assert any(n.op_type == "ConvInteger" for n in q.graph.node)  # the rest stays integer
+    meta = json.loads(read_metadata(q)["voxport.quantization"])
+    assert "float16" in meta["search"]["kept_weights"]
 
 
 def test_bias_correction_moves_biases_by_the_mean_shift(tmp_path, exported):

@@ -291,8 +291,10 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         if search:
             kept = search["kept_float"]
             lines.append(f"- `{os.path.basename(q.path)}`: {search['why']}: "
-                         + ", ".join(f"`{k['node']}` ({k['op_type']}, \\|Δp\\| {k['max_abs_prob_alone']:.1e} alone)" for k in kept[:8])
-                         + (f" and {len(kept) - 8} more" if len(kept) > 8 else "") + ".")
+                         + ", ".join(f"`{k['node']}` ({k['op_type']}, {k.get('kept', 'float weights')}, \\|Δp\\| "
+                                     f"{k['max_abs_prob_alone']:.1e} alone)" for k in kept[:8])
+                         + (f" and {len(kept) - 8} more" if len(kept) > 8 else "") + ". Float weights are stored as float16; "
+                         "nodes with float activations keep int8 weights.")
     for mode, why in (skipped or {}).items():
         lines.append(f"- `{mode}` not built: {why}")
     lines += ["", "## Verification", "",

@@ -94,7 +94,9 @@ def runtime_cer(name: str) -> float:
 
 
 # The keep-float search aims at this share of a file kind's max |dp| bar on the verify suite, so that
-# held-out audio (speech clips, the user's files) stays within the bar itself.
-FIT_MARGIN = 0.75
+# held-out audio (the user's files) stays within the bar itself. Measured on 4 recorded clips never seen by the
+# build (C=1024 ECAPA made from speech): int8 0.036 -> 0.054, uint8 0.032 -> 0.058, q8 0.017 -> 0.026, i.e.
+# held-out max |dp| up to 1.6x the suite's; 0.75 let int8/uint8 pass the suite and miss 0.05 on recordings.
+FIT_MARGIN = 0.6
 # Keeping nodes float may grow a quantized file to at most this multiple of its fully quantized size.
 SIZE_BUDGET = 1.25

@@ -47,6 +47,16 @@ def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dic
 
     if search:
         options = {**options, "search": search}
+        kept = search.get("kept_float") or []
+        if kept:
+            # names as the quantizer may have left them: onnxruntime rewrites an excluded Gemm as "<name>_MatMul"
+            names = lambda tier: {k["node"] + s for k in kept if k.get("kept", FLOAT_WEIGHTS) == tier for s in ("", "_MatMul")}  # noqa: E731
+            half = store_half(model, names(FLOAT_WEIGHTS))
+            act = names(FLOAT_ACTIVATIONS)
+            int8 = store_int8(model, lambda node: node.name in act, per_channel=bool(options.get("per_channel", True))) if act else 0
+            options["search"] = {**search, "kept_weights": f"{FLOAT_WEIGHTS}: float16, restored to float32 at session creation "
+                                                           f"({half} weights); {FLOAT_ACTIVATIONS}: int8 weights ({int8} nodes) "
+                                                           f"with float inputs and compute"}
     if infer:
         model = reinfer_shapes(model)
     set_metadata(model, meta)
@@ -57,6 +67,93 @@ def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dic
     save_model(model, tmp, True if has_external_data(input_path) else None)
     return QuantizeResult(path=tmp, mode=mode, size_bytes=file_size(tmp), source_size_bytes=file_size(input_path),
                           kept_float=keep, options=options, seconds=time.time() - t0)
+
+
+# what the keep-float search keeps of a node: its weights and compute float (weights stored as float16), or, in
+# files whose activations are quantized at run time, only its input and compute float (weights int8)
+FLOAT_WEIGHTS = "float weights"
+FLOAT_ACTIVATIONS = "float activations"
+MIN_ELEMENTS = 1024  # smaller weights (biases, tiny convs) are not worth an int8 copy
+
+
+def channel_axis(node, w_dims) -> int:
+    """The output-channel axis of a Conv / Gemm / MatMul weight (the axis per-channel scales run along)."""
+    # Conv/ConvTranspose weight: [out, in, k] -> per output channel on axis 0; MatMul B [K, N] -> axis 1
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return len(w_dims) - 1
+
+
+def _uses(model) -> dict:
+    uses = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    return uses
+
+
+def store_int8(model, select, per_channel: bool) -> int:
+    """Weight-only int8 for the Conv / MatMul / Gemm nodes `select(node)` accepts: symmetric int8 weights and
+    their scales (per output channel or per tensor), restored by Cast + Mul, constants that onnxruntime folds at
+    session creation. Returns how many weights it quantized."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits, uses = initializer_map(model), _uses(model)
+    new, done = [], 0
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "MatMul", "Gemm") and len(node.input) > 1 and select(node):
+            wname = node.input[1]
+            w = inits.get(wname)
+            if w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT and np.prod(w.dims) >= MIN_ELEMENTS:
+                arr = numpy_helper.to_array(w)
+                axis = channel_axis(node, w.dims)
+                shape = [1] * arr.ndim
+                if per_channel:
+                    scale = np.abs(arr).max(axis=tuple(i for i in range(arr.ndim) if i != axis)) / 127.0
+                    shape[axis] = -1
+                else:
+                    scale = np.array(np.abs(arr).max() / 127.0)
+                scale = np.where(scale == 0, 1.0, scale).astype(np.float32).reshape(shape)  # broadcasts along the channel axis
+                q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
+                model.graph.initializer.remove(w)
+                model.graph.initializer.extend([numpy_helper.from_array(q, wname + "_int8"), numpy_helper.from_array(scale, wname + "_scale")])
+                new.append(helper.make_node("Cast", [wname + "_int8"], [wname + "_cast"], name=wname + "_cast", to=onnx.TensorProto.FLOAT))
+                new.append(helper.make_node("Mul", [wname + "_cast", wname + "_scale"], [wname], name=wname + "_dequantize"))
+                done += 1
+        new.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new)
+    return done
+
+
+def store_half(model, node_names) -> int:
+    """Stores the weights of the nodes the keep-float search kept as float16 + Cast to float32 (constants that
+    onnxruntime folds at session creation): half the bytes of float32, 1 more than int8 per weight, and a
+    rounding error (2^-11 relative) 16x under int8's. Returns how many weights it stored so."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits, uses = initializer_map(model), _uses(model)
+    wanted, new, done = set(node_names), [], 0
+    for node in model.graph.node:
+        w = inits.get(node.input[1]) if node.name in wanted and len(node.input) > 1 else None
+        if w is not None and w.data_type == onnx.TensorProto.FLOAT and uses.get(w.name) == 1 and not w.external_data:
+            arr = numpy_helper.to_array(w)
+            if np.abs(arr).max() < 60000:  # inside float16's range
+                model.graph.initializer.remove(w)
+                model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.float16), w.name + "_fp16"))
+                new.append(helper.make_node("Cast", [w.name + "_fp16"], [w.name], name=w.name + "_to_float", to=onnx.TensorProto.FLOAT))
+                done += int(arr.size)
+        new.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new)
+    return done
 
 
 def initializer_map(model) -> dict:

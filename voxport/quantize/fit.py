@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import QuantizeError
 from ..results import _ToDict
 from ..tolerances import FIT_MARGIN, SIZE_BUDGET, Tolerance
-from .weight_only import channel_axis
+from .common import FLOAT_ACTIVATIONS, FLOAT_WEIGHTS, channel_axis
 
 SWITCH = "voxport_switch"
 SEARCH_MODES = ("q8", "int8", "uint8")  # file kinds whose 8-bit weights the search can trade back to float
@@ -53,7 +53,7 @@ class FitResult(_ToDict):
                 f" ({self.note})" if self.note else "")
         grow = self.size_bytes / self.size_all_quantized if self.size_all_quantized else 1.0
         return (f"{self.mode}: max |dp| {self.max_abs_prob_all_quantized:.3g} fully quantized > {self.target_max_abs_prob:.3g}; "
-                f"kept {len(self.kept_float)} nodes float -> {self.max_abs_prob:.3g}, "
+                f"kept {describe_kept(self.kept_float)} -> {self.max_abs_prob:.3g}, "
                 f"{self.size_bytes / 1e6:.1f} MB ({grow:.2f}x the fully quantized {self.size_all_quantized / 1e6:.1f} MB)"
                 + ("; meets the tolerance, not the margin" if self.met == "tolerance" else ""))
 
@@ -141,15 +141,15 @@ def shipped_biases(quantized_path: str, fp32_model, nodes: list) -> dict:
 
 
 def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: dict | None = None):
-    """The fp32 graph with input `voxport_switch` [len(nodes)]: entry i mixes node i's float and quantized weights
-    (its bias with the corrected one, and for dynamic files its input activation with the activation's 8-bit
-    round trip)."""
+    """The fp32 graph with input `voxport_switch`: entry i mixes node i's float and quantized weights (and its bias
+    with the corrected one); for dynamic files entry len(nodes) + i mixes node i's input activation with the
+    activation's 8-bit round trip."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(fp32_path)
     inits = {i.name: i for i in model.graph.initializer}
-    model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes)]))
+    model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes) * (2 if dynamic else 1)]))
     by_name = {n.name: i for i, (n, _) in enumerate(nodes)}
     new, added = [], []
     for b, (i, delta) in (biases or {}).items():
@@ -175,10 +175,12 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: 
             node.input[1] = base + "_w"
             if dynamic:
                 x = node.input[0]
+                added.append(numpy_helper.from_array(np.array([len(nodes) + i], np.int64), base + "_aidx"))
+                new.append(helper.make_node("Gather", [SWITCH, base + "_aidx"], [base + "_as"], axis=0))
                 new.append(helper.make_node("DynamicQuantizeLinear", [x], [base + "_xq", base + "_xs", base + "_xz"]))
                 new.append(helper.make_node("DequantizeLinear", [base + "_xq", base + "_xs", base + "_xz"], [base + "_xd"]))
                 new.append(helper.make_node("Sub", [base + "_xd", x], [base + "_xe"]))
-                new.append(helper.make_node("Mul", [base + "_xe", base + "_s"], [base + "_xm"]))
+                new.append(helper.make_node("Mul", [base + "_xe", base + "_as"], [base + "_xm"]))
                 new.append(helper.make_node("Add", [x, base + "_xm"], [base + "_x"]))
                 node.input[0] = base + "_x"
         new.append(node)
@@ -247,12 +249,17 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     method = (result.options or {}).get("method")
     say(f"{mode}: max |dp| {err0:.3g} > {target.max_abs_prob:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
+    dynamic = method == "dynamic"
+    n = len(nodes)
+    # the search's items: node i's weights (item i) and, in files whose activations are quantized at run time,
+    # node i's input activation (item n + i: float input, int8 weights, no bytes); float weights need a float
+    # input (no integer kernel takes float weights), so item i brings item n + i with it
+    m = 2 * n if dynamic else n
     try:
         biases = shipped_biases(output, src, nodes)
-        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=method == "dynamic", biases=biases), tmp)
-        n = len(nodes)
+        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp)
         # the worst cases of the fully quantized file carry the ranking
-        full = runner.run(np.ones(n), cases)
+        full = runner.run(np.ones(m), cases)
         per_case = [judge.report([o], [c], [r]).max_abs_prob for c, r, o in zip(cases, refs, full)]
         order = np.argsort(per_case)[::-1]
         rank_idx, total = [], 0
@@ -263,13 +270,22 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             total += cases[i].input_values.size
         rc, rr = [cases[i] for i in rank_idx], [refs[i] for i in rank_idx]
         alone = []
-        for i in range(n):
-            s = np.zeros(n)
+        for i in range(m):
+            s = np.zeros(m)
             s[i] = 1.0
             alone.append(judge.report(runner.run(s, rc), rc, rr).max_abs_prob)
         weights = {i.name: int(np.prod(i.dims)) for i in src.graph.initializer}
         size = np.array([weights.get(w, 1) for _, w in nodes], np.float64)
+        cost = np.concatenate([size, np.zeros(m - n)])  # bytes each item adds: float16 weights are 1 more than int8
         alone = np.array(alone)
+
+        def switch(ranked, k: int) -> np.ndarray:
+            s = np.ones(m)
+            for j in ranked[:k]:
+                s[j] = 0.0
+                if dynamic and j < n:
+                    s[n + j] = 0.0
+            return s
 
         # the search runs the cases that come near the target when fully quantized; the real file is then
         # measured on every case
@@ -277,9 +293,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         hc, hr = [cases[i] for i in near], [refs[i] for i in near]
 
         def passes_with(ranked, k: int, j=judge) -> bool:
-            s = np.ones(n)
-            s[ranked[:k]] = 0.0
-            return not j.report(runner.run(s, hc), hc, hr).reasons
+            return not j.report(runner.run(switch(ranked, k), hc), hc, hr).reasons
 
         def shortest(ranked, j=judge) -> int:
             lo, hi = 0, len(ranked)  # passes_with(ranked, len) was checked by the caller
@@ -292,16 +306,16 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             return hi
 
         def within_budget(order) -> list:
-            """The order with every node left out whose float weights (~3 more bytes each) would break the budget."""
+            """The order with every node left out whose kept weights (float16: 1 more byte each) would break the budget."""
             room, out = (size_budget - 1.0) * base_size, []
             for i in order:
-                if 3 * size[i] <= room:
+                if cost[i] <= room:
                     out.append(i)
-                    room -= 3 * size[i]
+                    room -= cost[i]
             return out
 
-        # two orders: most harmful first, and most harm per weight first (cheaper in bytes); the smaller set wins
-        orders = (list(np.argsort(-alone, kind="stable")), list(np.argsort(-alone / size, kind="stable")))
+        # two orders: most harmful first, and most harm per byte first (free items first); the smaller set wins
+        orders = (list(np.argsort(-alone, kind="stable")), list(np.argsort(-alone / np.maximum(cost, 1.0), kind="stable")))
 
         def plans_for(j) -> list:
             plans = []
@@ -309,7 +323,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
                 ranked = within_budget(order)
                 if ranked and passes_with(ranked, len(ranked), j):
                     k = shortest(ranked, j)
-                    plans.append((float(size[ranked[:k]].sum()), k, ranked))
+                    plans.append((float(cost[ranked[:k]].sum()), k, ranked))
             return plans
 
         plans, level = plans_for(judge), judge
@@ -320,8 +334,8 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
                 plans, level = plans_for(bar_judge), bar_judge
         if not plans:  # nothing within the budget passes: find what it would take, to say so
             ranked = orders[0]
-            k = shortest(ranked) if passes_with(ranked, n) else n
-            plans, level = [(float(size[ranked[:k]].sum()), k, ranked)], judge
+            k = shortest(ranked) if passes_with(ranked, m) else m
+            plans, level = [(float(cost[ranked[:k]].sum()), k, ranked)], judge
         _, k, ranked = min(plans, key=lambda p: p[0])
         runner = None  # frees the session before the real files are written
     finally:
@@ -333,10 +347,9 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size,
                                  seconds=time.time() - t0, met=met, note=note)
     while True:
-        names = [nodes[i][0].name for i in ranked[:k]]
-        kept = [{"node": nodes[i][0].name, "op_type": nodes[i][0].op_type, "weights": int(size[i]),
-                 "max_abs_prob_alone": round(float(alone[i]), 6)} for i in ranked[:k]]
-        say(f"{mode}: keeping {k} nodes float")
+        kept = kept_entries(nodes, ranked[:k], size, alone)
+        names = [e["node"] for e in kept]
+        say(f"{mode}: keeping {describe_kept(kept)}")
         search = {"why": f"fully quantized max |dp| {err0:.3g} > {target.max_abs_prob:.3g} on the verify cases; the fewest most "
                          f"sensitive nodes (each measured quantized alone) stay float", "kept_float": kept}
         result = quantize_fn(names, search)
@@ -349,13 +362,31 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
                        seconds=time.time() - t0, met=met)
     if too_big or not ok:
         os.remove(output)
-        need = (f"{k} nodes float, {result.size_bytes / 1e6:.1f} MB = {result.size_bytes / base_size:.2f}x" if ok or too_big
+        need = (f"{describe_kept(kept)}, {result.size_bytes / 1e6:.1f} MB = {result.size_bytes / base_size:.2f}x" if ok or too_big
                 else f"more than the {k} most sensitive nodes that fit the budget (measured {err:.3g} with them float)")
         aim = (level.tol if level is bar_judge else target).max_abs_prob
         raise FitError(f"{mode}: no file within {size_budget}x the fully quantized size ({base_size / 1e6:.1f} MB) meets max |dp| "
                        f"{aim:.3g} (fully quantized {err0:.3g}); it takes {need}. Pass --size-budget to allow "
                        f"more, or drop {mode}")
     return result, fitres
+
+
+def kept_entries(nodes: list, items: list, size, alone) -> list:
+    """What the chosen items keep of each node: float weights (item i < n) or only float activations (item n + i)."""
+    n, out = len(nodes), {}
+    for j in items:
+        i = j % n
+        tier = FLOAT_WEIGHTS if j < n else FLOAT_ACTIVATIONS
+        if out.get(i, {}).get("kept") == FLOAT_WEIGHTS:
+            continue
+        out[i] = {"node": nodes[i][0].name, "op_type": nodes[i][0].op_type, "weights": int(size[i]), "kept": tier,
+                  "max_abs_prob_alone": round(float(alone[j]), 6)}
+    return list(out.values())
+
+
+def describe_kept(kept: list) -> str:
+    act = sum(1 for e in kept if e.get("kept") == FLOAT_ACTIVATIONS)
+    return f"{len(kept)} nodes float" + (f" ({act} with int8 weights and float activations)" if act else "")
 
 
 def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool | None = None,

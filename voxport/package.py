@@ -217,6 +217,17 @@ def write_folder(folder: str, spec, loaded, verify_report, files: dict, export_r
                            name=published))
 
 
+def _file_cell(r) -> str:
+    if r is None:
+        return "not run"
+    parts = []
+    if r.min_cosine is not None:
+        parts.append(f"embeddings cosine ≥ {r.min_cosine:.6f}, pairwise \\|Δscore\\| {r.max_pair_delta:.1e}")
+    if r.argmax_total:
+        parts.append(f"max \\|Δlogit\\| {r.max_abs_logit:.1e}, max \\|Δp\\| {r.max_abs_prob:.1e}, argmax {r.argmax_agree}/{r.argmax_total}")
+    return f"{r.status.value}: " + ", ".join(parts)
+
+
 def _js_cell(r) -> str:
     if r is None:
         return "not run"
@@ -238,6 +249,22 @@ def describe_origin(source: dict) -> str:
     return f"`{source.get('checkpoint')}`" + (f" at revision `{rev[:12]}`" if rev else "")
 
 
+def verification_snippet(name: str, output: str, with_import: bool = True) -> list:
+    """Speaker verification with AutoFeatureExtractor + AutoModel: the cosine of two clips' embeddings."""
+    lines = ['import { AutoFeatureExtractor, AutoModel } from "@huggingface/transformers";', ""] if with_import else [
+        "", "// speaker verification: embeddings of two clips, compared by cosine",
+        'import { AutoFeatureExtractor, AutoModel } from "@huggingface/transformers";']
+    return lines + [
+        f'const extractor = await AutoFeatureExtractor.from_pretrained("{name}");',
+        f'const model = await AutoModel.from_pretrained("{name}", {{ dtype: "q8" }}); // or "fp32"',
+        f"const embed = async (audio) => (await model(await extractor(audio))).{output}.data; // Float32Array, 16 kHz mono",
+        "const [a, b] = [await embed(clipA), await embed(clipB)];",
+        "let dot = 0, na = 0, nb = 0;",
+        "for (let i = 0; i < a.length; i++) { dot += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }",
+        "const score = dot / Math.sqrt(na * nb); // cosine: higher = more likely the same speaker; pick the threshold on your data",
+    ]
+
+
 def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None, name: str = "model-onnx") -> str:
     from . import __version__
 
@@ -254,15 +281,21 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         f"ONNX export of {origin}, made with voxport {__version__} "
         f"(opset {export_result.opset}, {export_result.route} exporter) and checked against the PyTorch model.", "",
         "## Usage (Transformers.js)", "", "```js",
-        'import { pipeline } from "@huggingface/transformers";',
-        "",
-        f"// \"{name}\": this folder, or \"<user>/{name}\" once uploaded to the Hub",
-        f'const {"transcriber" if "speech" in task else "classifier"} = await pipeline("{task}", "{name}", {{ dtype: "q8" }}); // or "fp32"',
-        f'const out = await {"transcriber" if "speech" in task else "classifier"}(audio); // Float32Array, 16 kHz mono'
-        + (" -> { text }" if "speech" in task else ""),
     ]
-    if card.get("example_label"):
-        lines.append(f"// [{{ label: \"{card['example_label']}\", score: ... }}, ...]")
+    has_pipeline = task in ("audio-classification", "automatic-speech-recognition")
+    if has_pipeline:
+        lines += [
+            'import { pipeline } from "@huggingface/transformers";',
+            "",
+            f"// \"{name}\": this folder, or \"<user>/{name}\" once uploaded to the Hub",
+            f'const {"transcriber" if "speech" in task else "classifier"} = await pipeline("{task}", "{name}", {{ dtype: "q8" }}); // or "fp32"',
+            f'const out = await {"transcriber" if "speech" in task else "classifier"}(audio); // Float32Array, 16 kHz mono'
+            + (" -> { text }" if "speech" in task else ""),
+        ]
+        if card.get("example_label"):
+            lines.append(f"// [{{ label: \"{card['example_label']}\", score: ... }}, ...]")
+    if card.get("embeddings"):
+        lines += verification_snippet(name, card["embeddings"], with_import=not has_pipeline)
     lines += ["```", ""]
     labels = card.get("labels")
     if labels:
@@ -278,8 +311,7 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
     for dtype, name in DTYPE_FILES.items():
         if name in files:
             r = by_file.get(name)
-            line = (f"{r.status.value}: max \\|Δlogit\\| {r.max_abs_logit:.1e}, max \\|Δp\\| {r.max_abs_prob:.1e}, "
-                    f"argmax {r.argmax_agree}/{r.argmax_total}") if r else "not run"
+            line = _file_cell(r)
             cols = "".join(f" {_js_cell(js.get((name, rt)))} |" for rt in runtimes)
             lines.append(f"| {dtype} | `onnx/{name}` | {files[name] / 1e6:.1f} MB | {line} |{cols}")
     methods = {os.path.basename(q.path): q.options.get("method", "") for q in quantize_results}
@@ -288,7 +320,9 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
                   + " (options and reasons in `quantize_config.json`)."]
     for q in quantize_results:
         search = q.options.get("search")
-        if search:
+        if search and not search["kept_float"]:
+            lines.append(f"- `{os.path.basename(q.path)}`: {search['why']}.")
+        elif search:
             kept = search["kept_float"]
             lines.append(f"- `{os.path.basename(q.path)}`: {search['why']}: "
                          + ", ".join(f"`{k['node']}` ({k['op_type']}, {k.get('kept', 'float weights')}, \\|Δp\\| "
@@ -309,6 +343,15 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
             f"agree ≥ {tol['min_agreement']:.0%}"] if x)
         lines.append(f"| {r.file} | {r.runtime} | {r.max_abs_logit:.2e} | {r.mean_abs_logit:.2e} | {r.max_abs_prob:.2e} | "
                      f"{r.over_1e2} | {r.over_1e1} | {r.argmax_agree}/{r.argmax_total} | {t} | {r.status.value} |")
+    emb = [r for r in report.files if r.min_cosine is not None]
+    if emb:
+        lines += ["", "Embeddings (every row of every case; pairwise = the cosine score between two rows' embeddings):", "",
+                  "| file | runtime | rows | min cosine | max \\|Δ\\| | max \\|Δ pairwise score\\| | tolerance |", "|---|---|---|---|---|---|---|"]
+        for r in emb:
+            tol = r.tolerance
+            lines.append(f"| {r.file} | {r.runtime} | {r.embedding_rows} | {r.min_cosine:.7f} | {r.max_abs_embedding:.2e} | "
+                         f"{r.max_pair_delta:.2e} | cosine ≥ {tol.get('min_cosine')}, \\|Δscore\\| ≤ {tol.get('max_pair_delta')} |")
+        lines.append("")
     for r in report.files:
         if r.extra:
             lines.append(f"- `{r.file}` ({r.runtime}): " + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"

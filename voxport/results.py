@@ -105,6 +105,12 @@ class FileReport(_ToDict):
     decisive_total: int = 0
     near_tie_flips: int = 0  # argmax flips on rows that are not decisive: allowed, but shown
     flip_examples: list = field(default_factory=list)  # "case [row]: p(1) 0.536 -> 0.499", the first few
+    # embedding outputs (None when the graph has none): lowest cosine to the reference over all rows, largest |d|,
+    # largest change of a pairwise cosine score (two rows' embeddings), and the rows / pairs they were taken over
+    min_cosine: float | None = None
+    max_abs_embedding: float | None = None
+    max_pair_delta: float | None = None
+    embedding_rows: int = 0
 
     @property
     def agreement(self) -> float:
@@ -138,6 +144,9 @@ class VerifyReport(_ToDict):
             )
             for flip in f.flip_examples[:3]:
                 lines.append(f"    near-tie flip (within tolerance): {flip}")
+            if f.min_cosine is not None:
+                lines.append(f"    embeddings ({f.embedding_rows} rows): min cosine {f.min_cosine:.7f}, max |d| {f.max_abs_embedding:.2e}, "
+                             f"max |d pairwise score| {f.max_pair_delta:.2e}")
             if f.extra:
                 lines.append("    " + ", ".join(f"{k.replace('_', ' ')}: {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
                                                 for k, v in f.extra.items()))

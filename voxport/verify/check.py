@@ -53,8 +53,12 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
     for label, path in files.items():
         kind, _ = file_kind(path)
         tol = spec.tolerance(loaded, kind)
-        outs = rt.run_cases(path, cases)
-        rep = compare(label, kind, rt.name, cases, refs, outs, tol)
+        if spec.multi_output(loaded):
+            outs = rt.run_cases(path, cases, outputs=spec.output_names(loaded))
+            rep = compare_outputs(label, kind, rt.name, cases, refs, outs, tol, spec.output_kinds(loaded))
+        else:
+            outs = rt.run_cases(path, cases)
+            rep = compare(label, kind, rt.name, cases, refs, outs, tol)
         extra, reasons = spec.extra_checks(loaded, kind, cases, refs, outs)
         if extra or reasons:
             rep = dataclasses.replace(rep, extra={**rep.extra, **extra}, reasons=rep.reasons + reasons,
@@ -121,6 +125,65 @@ def compare(label, kind, runtime, cases, refs, outs, tol) -> FileReport:
                       tolerance=_tol(tol), reasons=reasons, worst_case=worst, **dec)
 
 
+def compare_outputs(label, kind, runtime, cases, refs, outs, tol, kinds: dict) -> FileReport:
+    """A graph with several outputs (refs and outs: {output name: array} per case): the "logits" output as compare()
+    does it, each "embedding" output by cosine, max |d| and the change of pairwise scores."""
+    nan = float("nan")
+    logit_names = [n for n, k in kinds.items() if k == "logits"]
+    if logit_names:
+        name = logit_names[0]
+        rep = compare(label, kind, runtime, cases, [r[name] for r in refs], [o[name] for o in outs], tol)
+    else:
+        rep = FileReport(label, kind, runtime, Status.PASSED, len(cases), nan, nan, nan, nan, 0, 0, 0, 0, _tol(tol))
+    for name in (n for n, k in kinds.items() if k == "embedding"):
+        figures, reasons = compare_embeddings(cases, [r[name] for r in refs], [o[name] for o in outs], tol)
+        reasons = [f"{name}: {r}" for r in reasons]
+        rep = dataclasses.replace(rep, **figures, reasons=rep.reasons + reasons,
+                                  status=Status.FAILED if rep.reasons or reasons else rep.status)
+    return rep
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows; two all-zero rows count as identical (1.0)."""
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    cos = (a * b).sum(-1) / np.maximum(na * nb, 1e-30)
+    return np.where((na == 0) & (nb == 0), 1.0, cos)
+
+
+def pairwise_scores(x: np.ndarray) -> np.ndarray:
+    """Verification scores: the cosine between every two rows' embeddings (the upper triangle, i < j)."""
+    n = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-30)
+    s = n @ n.T
+    return s[np.triu_indices(len(x), 1)]
+
+
+def compare_embeddings(cases, refs, outs, tol) -> tuple:
+    """Embeddings of every row of every case against the reference: (typed figures, failure reasons)."""
+    names, r_rows, o_rows = [], [], []
+    for c, ref, out in zip(cases, refs, outs):
+        if out.shape != ref.shape:
+            return ({"min_cosine": -1.0, "max_abs_embedding": float("inf"), "max_pair_delta": float("inf"), "embedding_rows": 0},
+                    [f"{c.name}: output shape {out.shape} != reference {ref.shape}"])
+        r2, o2 = ref.reshape(-1, ref.shape[-1]).astype(np.float64), out.reshape(-1, ref.shape[-1]).astype(np.float64)
+        names += row_names(c, len(r2))
+        r_rows.append(r2)
+        o_rows.append(o2)
+    R, O = np.concatenate(r_rows), np.concatenate(o_rows)
+    if not np.isfinite(O).all():
+        return ({"min_cosine": -1.0, "max_abs_embedding": float("inf"), "max_pair_delta": float("inf"), "embedding_rows": len(R)},
+                ["non-finite outputs"])
+    cos = cosine_rows(R, O)
+    pair = np.abs(pairwise_scores(O) - pairwise_scores(R)) if len(R) > 1 else np.zeros(1)
+    figures = {"min_cosine": float(cos.min()), "max_abs_embedding": float(np.abs(O - R).max()),
+               "max_pair_delta": float(pair.max()), "embedding_rows": len(R)}
+    reasons = []
+    if tol.min_cosine is not None and not figures["min_cosine"] >= tol.min_cosine:
+        reasons.append(f"min cosine {figures['min_cosine']:.6f} < {tol.min_cosine} (worst: {names[int(cos.argmin())]})")
+    if tol.max_pair_delta is not None and not figures["max_pair_delta"] <= tol.max_pair_delta:
+        reasons.append(f"max |d pairwise score| {figures['max_pair_delta']:.2e} > {tol.max_pair_delta:.0e}")
+    return figures, reasons
+
+
 def gate(max_logit: float | None, max_prob: float, dec: dict, tol, worst: str = "", worst_p: str = "") -> list:
     """Why a file fails its tolerance (empty: it passes). worst / worst_p: the cases with the largest |dlogit| / |dp|.
     max_logit None: no logits to judge (Transformers.js returns probabilities)."""
@@ -136,7 +199,10 @@ def gate(max_logit: float | None, max_prob: float, dec: dict, tol, worst: str = 
 
 
 def _tol(tol) -> dict:
-    return {"max_abs_logit": tol.max_abs_logit, "max_abs_prob": tol.max_abs_prob, "min_agreement": tol.min_agreement, "why": tol.why}
+    d = {"max_abs_logit": tol.max_abs_logit, "max_abs_prob": tol.max_abs_prob, "min_agreement": tol.min_agreement, "why": tol.why}
+    if tol.min_cosine is not None or tol.max_pair_delta is not None:
+        d.update(min_cosine=tol.min_cosine, max_pair_delta=tol.max_pair_delta)
+    return d
 
 
 def _describe(source: dict) -> str:

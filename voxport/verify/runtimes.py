@@ -13,12 +13,13 @@ class Runtime:
     def check(self) -> None:
         """Raise a VoxportError saying what to install when the runtime cannot run here."""
 
-    def run_cases(self, path: str, cases: list) -> list:
-        run = self.open(path)
+    def run_cases(self, path: str, cases: list, outputs: list | None = None) -> list:
+        run = self.open(path, outputs) if outputs else self.open(path)
         return [run(c.input_values, c.attention_mask) for c in cases]
 
-    def open(self, path: str):
-        """Return a callable: (input_values, attention_mask or None) -> logits."""
+    def open(self, path: str, outputs: list | None = None):
+        """Return a callable: (input_values, attention_mask or None) -> logits (the first output), or
+        {name: array} for the named outputs."""
         raise NotImplementedError
 
 
@@ -28,7 +29,7 @@ class OnnxRuntimePython(Runtime):
     def __init__(self, threads: int = 0):
         self.threads = threads
 
-    def open(self, path):
+    def open(self, path, outputs=None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -42,6 +43,8 @@ class OnnxRuntimePython(Runtime):
             feed = {"input_values": input_values}
             if "attention_mask" in names:
                 feed["attention_mask"] = attention_mask if attention_mask is not None else np.ones_like(input_values, dtype=np.int64)
+            if outputs:
+                return dict(zip(outputs, sess.run(list(outputs), feed)))
             return sess.run(None, feed)[0]
 
         return run

@@ -263,3 +263,15 @@ def test_explain_finds_the_front_end_and_meets_a_target(tmp_path, exported):
     assert set(r.kept_float) <= set(q.kept_float)
     report = verify({"model_quantized.onnx": out}, loaded)
     assert report.files[0].max_abs_prob <= 0.002 + 1e-3, report.to_table()  # the verify suite adds its 30 s case
+
+
+def test_explain_ranks_dynamic_files_by_weights_and_inputs(exported):
+    """uint8 (dynamic): each node alone with its weights and its input activation quantized, from one switch graph."""
+    from voxport.quantize.sensitivity import explain
+
+    src, loaded = exported
+    r = explain(src, mode="uint8")
+    assert r.method == "dynamic"
+    errs = [x.max_abs_prob for x in r.ranking]
+    assert errs == sorted(errs, reverse=True) and errs[0] > 1e-3
+    assert sum(e > 0 for e in errs) >= 20  # every node big enough to quantize moves the output

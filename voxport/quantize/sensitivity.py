@@ -103,27 +103,47 @@ class _Runner:
 
 
 def explain(path: str, mode: str = "q8", method: str | None = None, target: float | None = None, progress=None) -> SensitivityReport:
-    from . import arch_q8_method, quantize
+    from . import arch_recipe, quantize
 
     say = progress or (lambda m: None)
     t0 = time.time()
-    method = method or (arch_q8_method(path) if mode == "q8" else mode)
+    method = method or arch_recipe(path, mode).method
     nodes = _quantizable(path)
     if not nodes:
         raise QuantizeError(f"{path} has no quantizable nodes")
     runner = _Runner(_suite(path))
     ref = runner.outputs(path)
-    names = [n for n, _, _, _ in nodes]
     tmp = tempfile.mkdtemp(prefix="voxport-explain-")
     try:
         out = os.path.join(tmp, "q.onnx")
+        # every node quantized once, the exporter's float list too; then one switch graph runs each node alone
+        import onnx
+
+        from .fit import SwitchRunner, shipped_weights, switch_model
+
+        quantize(path, out, mode=mode, method=method, extra_float=[], replace_float=True, write_config_file=False)
+        src = onnx.load(path, load_external_data=False)
+        by_name = {n.name: n for n in src.graph.node}
+        pairs = [(by_name[name], by_name[name].input[1]) for name, _, _, _ in nodes]
+        deq = shipped_weights(out, pairs)
+        switched = [p for p in pairs if p[1] in deq]
+        index = {n.name: i for i, (n, _) in enumerate(switched)}
+        dynamic = (method == "dynamic")
+        sw = SwitchRunner(switch_model(path, switched, deq, dynamic=dynamic), tmp)
+        items = len(switched) * (2 if dynamic else 1)
         ranking = []
-        for i, (name, op, weights, kept) in enumerate(nodes):
-            say(f"node {i + 1}/{len(nodes)}: {name}")
-            quantize(path, out, mode=mode, method=method, extra_float=[n for n in names if n != name], replace_float=True,
-                     write_config_file=False)
-            dp, dl = runner.error(ref, runner.outputs(out))
+        for k, (name, op, weights, kept) in enumerate(nodes):
+            say(f"node {k + 1}/{len(nodes)}: {name}")
+            if name not in index:  # too small to quantize: the file keeps it float
+                dp, dl = 0.0, 0.0
+            else:
+                on = np.zeros(items)
+                on[index[name]] = 1.0
+                if dynamic:
+                    on[len(switched) + index[name]] = 1.0
+                dp, dl = runner.error(ref, sw.run(on, runner.cases))
             ranking.append(NodeSensitivity(name, op, weights, kept, dp, dl))
+        sw = None
         ranking.sort(key=lambda r: -r.max_abs_prob)
         report = dict(file=path, mode=mode, method=method, cases=len(runner.cases), ranking=ranking)
         if target is not None:  # the build's keep-float search, aimed at this target, with no size limit

@@ -234,6 +234,8 @@ def _js_cell(r) -> str:
     x = r.extra
     if "max_dp_vs_onnxruntime_python" in x:
         return f"{r.status.value}: \\|Δp\\| vs ORT {x['max_dp_vs_onnxruntime_python']:.1e}, {x.get('median_ms', 0):.0f} ms"
+    if "max_d_vs_onnxruntime_python" in x:
+        return f"{r.status.value}: \\|Δ\\| vs ORT {x['max_d_vs_onnxruntime_python']:.1e}"
     if "transcripts_equal_ort" in x:
         return f"{r.status.value}: transcripts = ORT {x['transcripts_equal_ort']}, {x.get('median_ms', 0):.0f} ms"
     return r.status.value + (f": {r.reasons[0]}" if r.reasons else "")

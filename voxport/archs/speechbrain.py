@@ -412,9 +412,9 @@ class SpeechBrainSpec(ArchSpec):
         yaml_path = os.path.join(folder, "hyperparams.yaml")
         if not os.path.isfile(yaml_path):
             raise CheckpointError(f"{checkpoint} has no hyperparams.yaml; pass a SpeechBrain pretrained folder")
+        text = check_yaml(yaml_path)
         if not os.path.isfile(os.path.join(folder, "embedding_model.ckpt")):
             raise CheckpointError(f"{checkpoint} has no embedding_model.ckpt; pass a SpeechBrain pretrained folder")
-        text = check_yaml(yaml_path)
         clf = load_encoder_classifier(folder, text)
         info = self._inspect(clf, folder)
         files = [os.path.join(folder, n) for n in FILES if os.path.isfile(os.path.join(folder, n))]

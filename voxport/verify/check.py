@@ -259,6 +259,8 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
     rows, refs = memo["rows"], memo["refs"]
     if runtime == "webgpu":
         rows, refs = rows[:WEBGPU_ROWS], refs[:WEBGPU_ROWS]
+    if spec.multi_output(loaded):
+        return _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs)
     task = spec.task(loaded)
     labels = spec.hf_config(loaded).get("id2label") if task == "audio-classification" else None
     by_dtype = {d: n for d, n in DTYPE_FILES.items() if n in files}
@@ -324,6 +326,45 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
                                   mean_abs_logit=float("nan"), max_abs_prob=max_dp, mean_abs_prob=float(np.nanmean(d_py)),
                                   over_1e2=int((d_py > 1e-2).sum()), over_1e1=int((d_py > 1e-1).sum()), reasons=reasons,
                                   extra=extra, **dec))
+    ok = all(r.status == Status.PASSED for r in reports)
+    return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports, cases=[c.name for c in rows],
+                        reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)}) and onnxruntime-python")
+
+
+def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> VerifyReport:
+    """A graph with several named outputs (embeddings[, logits]) as Transformers.js users run it: AutoFeatureExtractor +
+    AutoModel in Node, every output compared with onnxruntime-python on the same file and with PyTorch."""
+    from .jsrun import run_outputs
+    from .runtimes import OnnxRuntimePython
+
+    if runtime != "node":
+        raise VoxportError(f"{loaded.arch} folders (embedding outputs) are checked in Transformers.js with --runtime node; "
+                           f"{runtime} is not supported for them yet")
+    names, kinds = spec.output_names(loaded), spec.output_kinds(loaded)
+    by_dtype = {d: n for d, n in DTYPE_FILES.items() if n in files}
+    results = run_outputs(folder, list(by_dtype), [c.input_values[0] for c in rows])
+    py = OnnxRuntimePython()
+    reports = []
+    for dtype, name in by_dtype.items():
+        kind, numeric = file_kind(files[name])
+        tol = spec.tolerance(loaded, kind)
+        js_tol = runtime_tolerance("node", numeric)
+        entry = results.get(dtype) or {"error": "not run"}
+        if entry.get("error") or len(entry.get("rows") or []) != len(rows):
+            nan = float("nan")
+            reports.append(FileReport(name, kind, "node", Status.FAILED, len(rows), nan, nan, nan, nan, 0, 0, 0, len(rows),
+                                      {**_tol(tol), "vs_onnxruntime_python": js_tol},
+                                      reasons=[f"node: {entry.get('error') or 'missing rows'}"]))
+            continue
+        got = [{n: r[n] for n in names} for r in entry["rows"]]
+        rep = compare_outputs(name, kind, "node", rows, refs, got, tol, kinds)
+        ort_out = py.run_cases(files[name], rows, outputs=names)
+        d_ort = max(float(np.abs(g[n] - o[n]).max()) for g, o in zip(got, ort_out) for n in names)
+        reasons = [f"max |d| vs onnxruntime-python {d_ort:.2e} > {js_tol:.0e}"] if not d_ort <= js_tol else []
+        reports.append(dataclasses.replace(
+            rep, tolerance={**rep.tolerance, "vs_onnxruntime_python": js_tol},
+            extra={**rep.extra, "max_d_vs_onnxruntime_python": d_ort, "load_ms": round(entry["load_ms"], 1)},
+            reasons=rep.reasons + reasons, status=Status.FAILED if rep.reasons or reasons else Status.PASSED))
     ok = all(r.status == Status.PASSED for r in reports)
     return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports, cases=[c.name for c in rows],
                         reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)}) and onnxruntime-python")

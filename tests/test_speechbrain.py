@@ -1,0 +1,220 @@
+"""SpeechBrain ECAPA-TDNN folders: SpeechBrain's own EncoderClassifier is the reference of every figure here."""
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytest.importorskip("speechbrain")  # an optional extra; .ci/run installs it, so CI runs these tests
+
+from voxport.archs import get_arch  # noqa: E402
+from voxport.archs.speechbrain import make_folder  # noqa: E402
+from voxport.cli import main  # noqa: E402
+from voxport.export import export_model  # noqa: E402
+from voxport.verify.check import cosine_rows, pairwise_scores  # noqa: E402
+from voxport.verify.speech import speech_clips  # noqa: E402
+from voxport.verify.suite import speech_like  # noqa: E402
+
+from .test_cli import assert_one_line_error  # noqa: E402
+
+# the issue's bars for fp32 files against SpeechBrain
+FP32_COSINE, FP32_PAIR, FP32_SCORE = 0.99999, 1e-4, 1e-4
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two random folders in the published layouts: speaker verification (ECAPA cosine classifier + mean_var_norm_emb,
+    80 mels, the default kernels) and language ID (x-vector classifier, no embedding norm, 24 mels, four blocks with
+    other kernel sizes and dilations)."""
+    root = tmp_path_factory.mktemp("sb")
+    spk = make_folder(str(root / "spkrec-ecapa-voxceleb"), n_mels=80, classifier="ecapa", emb_norm=True, seed=1)
+    lid = make_folder(str(root / "lang-id-voxlingua107-ecapa"), channels=(32, 32, 32, 96), kernel_sizes=(3, 3, 5, 1),
+                      dilations=(1, 3, 2, 1), lin_neurons=24, n_mels=24, classifier="xvector", emb_norm=False,
+                      labels=["en: English", "pt: Portuguese", "de: German"], seed=2,
+                      pretrained_path="speechbrain/lang-id-voxlingua107-ecapa")
+    return {"spk": spk, "lid": lid}
+
+
+@pytest.fixture(scope="module")
+def loaded(folders):
+    spec = get_arch("speechbrain")
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # `pretrained_path` names the hub repo: loading must not need it
+    try:
+        return {k: spec.load(checkpoint=v) for k, v in folders.items()}
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE")
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def clips():
+    """Speech (espeak-ng when installed, else speech-like signals), whole clips of different lengths."""
+    got = [c.audio[: 3 * 16000] for c in speech_clips(16000)[:4]]
+    return got or [speech_like(n, f0, s) for n, f0, s in [(24000, 110, 1), (16000, 210, 2), (30000, 150, 3), (12000, 95, 4)]]
+
+
+def sb_reference(ld, wavs, lens=None):
+    """SpeechBrain directly: encode_batch (normalize=True when the folder has mean_var_norm_emb), classify_batch."""
+    clf = ld.extra["clf"]
+    x = torch.from_numpy(np.ascontiguousarray(wavs, dtype=np.float32))
+    lens = None if lens is None else torch.from_numpy(np.asarray(lens, dtype=np.float32))
+    with torch.inference_mode():
+        emb = clf.encode_batch(x, lens, normalize=ld.config["has_embedding_norm"]).squeeze(1).numpy()
+        scores = clf.classify_batch(x, lens)[0].numpy() if ld.config["has_classifier"] else None
+    return emb, scores
+
+
+def onnx_run(path, wavs, mask=None):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    mask = np.ones(wavs.shape, np.int64) if mask is None else mask
+    return sess.run(None, {"input_values": wavs.astype(np.float32), "attention_mask": mask})
+
+
+def test_published_layout_loads_offline(loaded):
+    spk, lid = loaded["spk"], loaded["lid"]
+    assert spk.config["has_classifier"] and spk.config["has_embedding_norm"]
+    assert spk.config["kernel_sizes"] == [5, 3, 3, 3, 1] and spk.config["dilations"] == [1, 2, 3, 4, 1]
+    assert lid.config["kernel_sizes"] == [3, 3, 5, 1] and lid.config["dilations"] == [1, 3, 2, 1]
+    assert lid.config["labels"] == {0: "en: English", 1: "pt: Portuguese", 2: "de: German"}
+    assert not lid.config["has_embedding_norm"] and lid.config["embedding_dim"] == 24
+    src = spk.source
+    assert src["local"] and src["checkpoint"] == "spkrec-ecapa-voxceleb"
+    assert set(src["weights"]) == {"hyperparams.yaml", "embedding_model.ckpt", "mean_var_norm_emb.ckpt", "classifier.ckpt",
+                                   "label_encoder.txt"}
+    assert "/" not in json.dumps(src["weights"])
+
+
+@pytest.mark.parametrize("which,opset", [("spk", 17), ("lid", 18)])
+def test_fp32_matches_speechbrain_on_speech(tmp_path, loaded, which, opset):
+    ld = loaded[which]
+    path = str(tmp_path / "model.onnx")
+    export_model("speechbrain", path, loaded=ld, opset=opset)
+    m = onnx.load(path)
+    assert [i.name for i in m.graph.input] == ["input_values", "attention_mask"]
+    assert [o.name for o in m.graph.output] == ["embeddings", "logits"]
+    embs, refs = [], []
+    for wav in clips():
+        emb, scores = onnx_run(path, wav[None])
+        ref_emb, ref_scores = sb_reference(ld, wav[None])
+        assert cosine_rows(emb.astype(np.float64), ref_emb.astype(np.float64)).min() >= FP32_COSINE
+        assert np.abs(scores - ref_scores).max() <= FP32_SCORE
+        assert scores.argmax() == ref_scores.argmax()
+        embs.append(emb[0])
+        refs.append(ref_emb[0])
+    pair = np.abs(pairwise_scores(np.array(embs, np.float64)) - pairwise_scores(np.array(refs, np.float64)))
+    assert pair.max() <= FP32_PAIR
+    # the normalised embedding is encode_batch's minus the stored global mean (not the raw vector)
+    if ld.config["has_embedding_norm"]:
+        raw, _ = sb_reference(ld, clips()[0][None])
+        raw = ld.extra["clf"].encode_batch(torch.from_numpy(clips()[0][None])).squeeze(1).numpy()
+        assert np.abs(raw - np.array(ld.extra["info"]["emb_mean"]) - embs[0]).max() < 1e-4
+
+
+def test_padded_batch_matches_encode_batch_with_wav_lens(tmp_path, loaded):
+    ld = loaded["spk"]
+    path = str(tmp_path / "model.onnx")
+    export_model("speechbrain", path, loaded=ld, opset=17)
+    rows = clips()[:3]
+    lengths = [len(rows[0]), len(rows[1]) * 2 // 3, 7001]
+    total = max(lengths)
+    x = np.zeros((3, total), np.float32)
+    mask = np.zeros((3, total), np.int64)
+    for i, (r, n) in enumerate(zip(rows, lengths)):
+        x[i, :n] = r[:n]
+        mask[i, :n] = 1
+    lens = np.array(lengths, np.float32) / np.float32(total)  # SpeechBrain's relative lengths
+    emb, scores = onnx_run(path, x, mask)
+    ref_emb, ref_scores = sb_reference(ld, x, lens)
+    assert cosine_rows(emb.astype(np.float64), ref_emb.astype(np.float64)).min() >= FP32_COSINE
+    assert np.abs(scores - ref_scores).max() <= FP32_SCORE
+    # the mask is what makes this match: without it the short rows drift
+    unmasked, _ = onnx_run(path, x)
+    assert cosine_rows(unmasked[2:].astype(np.float64), ref_emb[2:].astype(np.float64)).min() < 0.999
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, folders):
+    """`voxport build` from the command line, on the synthetic suite only (speech is tested above, and costs time)."""
+    import voxport.verify.speech as speech
+
+    out = tmp_path_factory.mktemp("built") / "spk-ecapa"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(speech, "speech_clips", lambda sr=16000: [])
+        r = run("build", "--arch", "speechbrain", "--checkpoint", folders["spk"], "--quantize", "fp16,q8", "--output-dir", out,
+                "--json")
+    return out, r
+
+
+def test_build_cli_end_to_end(built):
+    out, r = built
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    names = sorted(os.listdir(out / "onnx"))
+    assert names == ["model.onnx", "model_fp16.onnx", "model_quantized.onnx"]
+    files = {f["file"]: f for f in result["verify"]["files"]}
+    assert files["model.onnx"]["min_cosine"] >= FP32_COSINE and files["model.onnx"]["max_pair_delta"] <= FP32_PAIR
+    assert files["model.onnx"]["max_abs_logit"] <= FP32_SCORE
+    for name in ("model_fp16.onnx", "model_quantized.onnx"):
+        assert files[name]["min_cosine"] >= 0.995 and files[name]["max_pair_delta"] <= 0.02
+        assert files[name]["argmax_agree"] >= 0.9 * files[name]["argmax_total"]
+    assert files["model_quantized.onnx"]["min_cosine"] < 0.99999  # it is quantized: the figures are measured, not copied
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "wav2vec2" and config["id2label"]["0"] == "id10000"
+    assert len(config["speechbrain"]["embedding_mean"]) == 16
+    pre = json.loads((out / "preprocessor_config.json").read_text())
+    assert pre["do_normalize"] is False and pre["feature_extractor_type"] == "Wav2Vec2FeatureExtractor"
+    card = (out / "README.md").read_text()
+    assert "AutoModel.from_pretrained" in card and "not searched" in card and "min cosine" in card
+    q = json.loads((out / "quantize_config.json").read_text())
+    assert q  # options recorded beside the files
+
+
+def test_folder_in_transformers_js_node(built, folders, monkeypatch):
+    import voxport.verify.speech as speech
+    from voxport.verify.jsrun import run_outputs
+
+    monkeypatch.setattr(speech, "speech_clips", lambda sr=16000: [])
+    out, r = built
+    assert r.exit_code == 0, r.output
+    out = str(out)
+    rows = clips()[:2]
+    got = run_outputs(out, ["fp32", "q8"], rows)
+    for dtype, name in (("fp32", "model.onnx"), ("q8", "model_quantized.onnx")):
+        assert got[dtype]["error"] is None, got[dtype]["error"]
+        for row, wav in zip(got[dtype]["rows"], rows):
+            emb, scores = onnx_run(os.path.join(out, "onnx", name), wav[None])
+            assert np.abs(row["embeddings"] - emb).max() <= 1e-5
+            assert np.abs(row["logits"] - scores).max() <= 1e-5
+    # voxport verify in Node: the same outputs against SpeechBrain on the whole suite
+    r = run("verify", out, "--checkpoint", folders["spk"], "--runtime", "node", "--json")
+    assert r.exit_code == 0, r.output
+    rep = {f["file"]: f for f in json.loads(r.stdout)["files"]}
+    assert set(rep) == {"model.onnx", "model_fp16.onnx", "model_quantized.onnx"}
+    assert all(f["runtime"] == "node" for f in rep.values())
+    assert rep["model.onnx"]["min_cosine"] >= FP32_COSINE and rep["model.onnx"]["extra"]["max_d_vs_onnxruntime_python"] <= 1e-5
+    assert rep["model.onnx"]["argmax_agree"] == rep["model.onnx"]["argmax_total"] > 10
+
+
+def test_other_encoders_and_foreign_code_are_refused(tmp_path, folders):
+    xvec = make_folder(str(tmp_path / "spkrec-xvect-voxceleb"), encoder="speechbrain.lobes.models.Xvector.Xvector")
+    r = run("build", "--arch", "speechbrain", "--checkpoint", xvec, "--output-dir", tmp_path / "out")
+    assert_one_line_error(r, "ECAPA-TDNN", "speechbrain.lobes.models.Xvector.Xvector")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    text = open(os.path.join(folders["spk"], "hyperparams.yaml")).read()
+    (bad / "hyperparams.yaml").write_text(text + "\nside: !apply:os.system ['true']\n")
+    for f in ("embedding_model.ckpt",):
+        (bad / f).write_bytes(open(os.path.join(folders["spk"], f), "rb").read())
+    r = run("build", "--arch", "speechbrain", "--checkpoint", bad, "--output-dir", tmp_path / "out")
+    assert_one_line_error(r, "os.system")
+    assert not (tmp_path / "out").exists()

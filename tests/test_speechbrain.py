@@ -137,6 +137,11 @@ def test_padded_batch_matches_encode_batch_with_wav_lens(tmp_path, loaded):
     ref_emb, ref_scores = sb_reference(ld, x, lens)
     assert cosine_rows(emb.astype(np.float64), ref_emb.astype(np.float64)).min() >= FP32_COSINE
     assert np.abs(scores - ref_scores).max() <= FP32_SCORE
+    # the reference verify uses is these same SpeechBrain calls
+    from voxport.archs.base import Case
+
+    ref = get_arch("speechbrain").reference(ld, Case("padded", x, mask, lengths))
+    assert np.abs(ref["embeddings"] - ref_emb).max() <= 1e-6 and np.abs(ref["logits"] - ref_scores).max() <= 1e-6
     # the mask is what makes this match: without it the short rows drift
     unmasked, _ = onnx_run(path, x)
     assert cosine_rows(unmasked[2:].astype(np.float64), ref_emb[2:].astype(np.float64)).min() < 0.999

@@ -552,8 +552,9 @@ class SpeechBrainSpec(ArchSpec):
         return cases
 
     def reference(self, loaded, case):
-        """SpeechBrain itself: encode_batch (then mean_var_norm_emb) and classify_batch, on the batch as given,
-        with wav_lens = valid / total samples per row (float32, as the graph computes it)."""
+        """SpeechBrain itself: encode_batch (then mean_var_norm_emb) and classify_batch's scores (its classifier on
+        encode_batch's output, one encoder pass for both), on the batch as given, with wav_lens = valid / total samples
+        per row (float32, as the graph computes it). The tests check these against the calls themselves."""
         import torch
 
         clf = loaded.extra["clf"]
@@ -561,10 +562,14 @@ class SpeechBrainSpec(ArchSpec):
         mask = case.attention_mask if case.attention_mask is not None else np.ones(x.shape, np.int64)
         lens = torch.from_numpy(mask.sum(1).astype(np.float32) / np.float32(mask.shape[1]))
         with torch.inference_mode():
-            emb = clf.encode_batch(x, lens, normalize=loaded.config["has_embedding_norm"])
-            out = {"embeddings": emb.squeeze(1).float().numpy()}
-            if loaded.config["has_classifier"]:
-                out["logits"] = clf.classify_batch(x, lens)[0].float().numpy()
+            emb = clf.encode_batch(x, lens)  # normalize=False: what classify_batch scores
+            out = {}
+            if loaded.config["has_embedding_norm"]:  # encode_batch(normalize=True)'s last step, without a second pass
+                out["embeddings"] = clf.hparams.mean_var_norm_emb(emb, torch.ones(emb.shape[0])).squeeze(1).float().numpy()
+            else:
+                out["embeddings"] = emb.squeeze(1).float().numpy()
+            if loaded.config["has_classifier"]:  # classify_batch: the classifier on encode_batch's output
+                out["logits"] = clf.mods.classifier(emb).squeeze(1).float().numpy()
         return out
 
     # package

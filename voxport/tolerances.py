@@ -56,15 +56,18 @@ PARITY = {
     },
 }
 # SpeechBrain ECAPA-TDNN folders: embeddings by cosine and pairwise scores, classifier scores (cosine similarities
-# or log-probabilities) by max |d| for fp32 and by the top label for the others. Measured on random-weight folders
-# (channels 32-96, BatchNorm statistics from speech-like audio) over the suite and the espeak-ng speech clips.
+# or log-probabilities) by max |d| for fp32 and by the top label for the others; the bars are the issue's. Measured on
+# random-weight folders (BatchNorm statistics from speech-like audio), verify suite + espeak-ng speech, 49 rows:
+# C=1024 in the spkrec-ecapa-voxceleb shape, and the C=32 test folder.
 PARITY["speechbrain"] = {
     "fp32": Tolerance(max_abs_logit=1e-4, min_agreement=1.0, min_cosine=0.99999, max_pair_delta=1e-4,
-                      why="same float32 math, DFT as a Conv1d; measured cosine >= 0.9999999, pairwise 1e-7, scores 2e-6"),
+                      why="same float32 math, the STFT as a DFT Conv1d; measured cosine 1.0000000, pairwise 2.5e-6 / 8.4e-6, "
+                          "scores 3.2e-6 / 5.1e-6 (C=1024 / C=32)"),
     "fp16": Tolerance(min_agreement=0.9, min_cosine=0.995, max_pair_delta=0.02,
-                      why="float16 weights and activations; measured cosine 0.99995, pairwise 1.2e-4"),
+                      why="float16 weights and activations; measured cosine 0.999993 / 0.99999, pairwise 8.3e-4 / 3.2e-3"),
     "q8": Tolerance(min_agreement=0.9, min_cosine=0.995, max_pair_delta=0.02,
-                    why="8-bit weights, float compute; measured cosine 0.9991, pairwise 2.3e-3; the issue's bar for quantized files"),
+                    why="8-bit weights, float compute, front end and first Conv float; measured cosine 0.99982 / 0.99947, "
+                        "pairwise 3.9e-3 / 0.017, top label 48/49 / 49/49"),
 }
 for _kind in ("int8", "uint8", "q4", "q4f16"):
     PARITY["speechbrain"][_kind] = PARITY["speechbrain"]["q8"]

@@ -223,3 +223,28 @@ def test_other_encoders_and_foreign_code_are_refused(tmp_path, folders):
     r = run("build", "--arch", "speechbrain", "--checkpoint", bad, "--output-dir", tmp_path / "out")
     assert_one_line_error(r, "os.system")
     assert not (tmp_path / "out").exists()
+
+
+def test_single_stages_and_a_drifting_file(tmp_path, folders, monkeypatch):
+    import voxport.verify.speech as speech
+
+    monkeypatch.setattr(speech, "speech_clips", lambda sr=16000: [])
+    m, q, bad = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "bad.onnx"
+    r = run("export-model", "--arch", "speechbrain", "--checkpoint", folders["lid"], "--opset", "17", "--output", m)
+    assert r.exit_code == 0, r.output
+    r = run("quantize", m, "--output", q)
+    assert r.exit_code == 0 and "not searched" in r.output
+    assert_one_line_error(run("quantize", m, "--explain"), "embeddings")
+    # the embedding layer scaled by 1.02 on one channel: loads and runs, but drifts
+    model = onnx.load(str(m))
+    fc = next(n for n in model.graph.node if n.op_type == "Conv" and "fc" in n.name)
+    w = next(i for i in model.graph.initializer if i.name == fc.input[1])
+    arr = onnx.numpy_helper.to_array(w).copy()
+    arr[0] *= 1.02
+    w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
+    onnx.save(model, str(bad))
+    r = run("verify", m, q, bad, "--arch", "speechbrain", "--checkpoint", folders["lid"], "--json")
+    assert r.exit_code == 1, r.output
+    status = {f["file"]: (f["status"], " ".join(f["reasons"])) for f in json.loads(r.stdout)["files"]}
+    assert status["m.onnx"][0] == status["q.onnx"][0] == "passed"
+    assert status["bad.onnx"][0] == "failed" and "cosine" in status["bad.onnx"][1]

@@ -69,7 +69,10 @@ PARITY["speechbrain"] = {
                     why="8-bit weights, float compute, front end and first Conv float; measured cosine 0.99982 / 0.99947, "
                         "pairwise 3.9e-3 / 0.017, top label 48/49 / 49/49"),
 }
-for _kind in ("int8", "uint8", "q4", "q4f16"):
+PARITY["speechbrain"]["uint8"] = Tolerance(
+    min_agreement=0.9, min_cosine=0.995, max_pair_delta=0.02,
+    why="the q8 bar; dynamic uint8 activations miss it: measured cosine 0.987 / 0.984, pairwise 0.029 / 0.13 (C=1024 / C=32)")
+for _kind in ("int8", "q4", "q4f16"):
     PARITY["speechbrain"][_kind] = PARITY["speechbrain"]["q8"]
 PARITY["ecapa"]["q4f16"] = PARITY["ecapa"]["q4"]
 for _kind in ("int8", "uint8"):

@@ -155,3 +155,24 @@ def test_build_records_wall_time_and_peak_rss(ecapa_folder):
     assert rec["wall_s"] > 0 and rec["peak_rss_mb"] > 100 and rec["peak_rss_children_mb"] >= 0
     assert rec["cpu"] and rec["cpu_cores"] >= 1
     assert np.isfinite(rec["wall_s"])
+
+
+def test_bench_transformers_js_rows_beside_the_interleaved_ones(ecapa_folder, ecapa_ckpt):
+    """Node rows are timed in their own process; their x fp32 is against Node's own fp32."""
+    from voxport.errors import VoxportError
+    from voxport.verify.runtimes import get_runtime
+
+    try:
+        get_runtime("node").check()
+    except VoxportError as e:
+        pytest.skip(str(e))
+    r = run("bench", ecapa_folder, "--checkpoint", ecapa_ckpt, "--runtime", "python,node", "--runs", "2", "--warmup", "0",
+            "--seconds", "0.5", "--threads", "1", "--json")
+    assert r.exit_code == 0, r.output + r.stderr
+    d = strict_json(r.stdout)
+    node = [x for x in d["rows"] if x["runtime"].startswith("tjs node")]
+    assert {x["name"] for x in node} == {"model.onnx", "model_quantized.onnx"}
+    (q8,) = [x for x in d["ratios"] if x["kind"] == "fp32" and x["runtime"] == node[0]["runtime"]]
+    median = {x["name"]: x["median_ms"] for x in node}
+    assert q8["baseline"] == "model.onnx" and q8["ratio"] == pytest.approx(median["model_quantized.onnx"] / median["model.onnx"])
+    assert {x["name"] for x in d["rows"] if x["runtime"] == "onnxruntime"} == {"model.onnx", "model_quantized.onnx"}

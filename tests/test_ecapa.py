@@ -18,6 +18,7 @@ from voxport.quantize import quantize
 from voxport.quantize.fit import quantize_to_tolerance
 from voxport.verify.check import verify
 from voxport.verify.suite import speech_like
+from voxport.tolerances import PARITY
 
 from .conftest import save_ecapa_checkpoint
 
@@ -275,3 +276,28 @@ def test_explain_ranks_dynamic_files_by_weights_and_inputs(exported):
     errs = [x.max_abs_prob for x in r.ranking]
     assert errs == sorted(errs, reverse=True) and errs[0] > 1e-3
     assert sum(e > 0 for e in errs) >= 20  # every node big enough to quantize moves the output
+
+
+def test_embeddings_output_is_the_vector_fc7_reads(tmp_path, ecapa_ckpt):
+    """--embeddings: the graph also returns ReLU(bn6(fc6(.))), 192-d, verified by cosine and pairwise scores in every
+    file; the logits are fc7 of exactly that vector; the folder's source record rebuilds the two-output reference."""
+    from safetensors.numpy import load_file
+
+    from voxport.build import build
+    from voxport.verify.check import verify_folder
+
+    out = str(tmp_path / "vg")
+    r = build("ecapa", out, checkpoint=ecapa_ckpt, quantize_modes=("q8",), load_options={"embeddings": True})
+    assert r.verify.passed
+    for f in r.verify.files:
+        tol = PARITY["ecapa"][f.kind]
+        assert f.embedding_rows >= 40 and f.min_cosine >= tol.min_cosine and f.max_pair_delta <= tol.max_pair_delta
+    sess = _ort(os.path.join(out, "onnx", "model.onnx"))
+    assert [o.name for o in sess.get_outputs()] == ["logits", "embeddings"]
+    x = np.stack([speech_like(16000, 120 + 60 * i, i) for i in range(3)])
+    logits, emb = sess.run(None, {"input_values": x})
+    assert emb.shape == (3, 192) and (emb >= 0).all()  # after the ReLU
+    w = load_file(os.path.join(ecapa_ckpt, "model.safetensors"))
+    np.testing.assert_allclose(emb @ w["fc7.weight"].T + w["fc7.bias"], logits, atol=1e-4)
+    again = verify_folder(out, loaded=get_arch("ecapa").load(checkpoint=ecapa_ckpt, embeddings=True))
+    assert again.passed and all(f.min_cosine >= 0.99999 for f in again.files if f.kind == "fp32")

@@ -402,21 +402,29 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @click.option("--audio", multiple=True, type=click.Path(), help="Your audio for verify and the keep-float search: files or folders, repeatable.")
 @click.option("--runtime", default="python", show_default=True,
               help="Where to verify, comma-separated: python, node, browser, webgpu.")
+@click.option("--embeddings", is_flag=True, help="Also output the speaker embedding before the last layer (ecapa: 192-d), verified by cosine.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True)
 def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, size_budget, no_search, audio,
-              runtime, force, as_json):
+              runtime, embeddings, force, as_json):
     """All stages: export, simplify, quantize, verify, package."""
     from .build import BuildFailed, build
 
     _check_source(checkpoint, random_init)
+    load_options = {"revision": _revision()} if _revision() else {}
+    if embeddings:
+        from .archs import get_arch
+
+        if not get_arch(arch).adds_embeddings:
+            raise VoxportError(f"--embeddings: {arch} has no embedding output to add (its folders have what they have); drop the flag")
+        load_options["embeddings"] = True
     output_dir = output_dir or os.path.join("artifacts", f"{arch}-onnx")
     try:
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),
                        quantize_modes=tuple(m.strip() for m in modes.split(",") if m.strip()), q8_method=q8_method,
                        q8_target=q8_target, audio=list(audio), force=force, progress=_progress, search=not no_search,
                        **({"size_budget": size_budget} if size_budget else {}),
-                       load_options={"revision": _revision()} if _revision() else None,
+                       load_options=load_options or None,
                        runtimes=tuple(r.strip() for r in runtime.split(",") if r.strip()))
     except BuildFailed as e:
         _emit(e.result.verify, as_json)

@@ -68,6 +68,8 @@ class ArchSpec:
     # whether build's keep-float search may tune quantized files: it measures softmax probabilities of the first
     # output, so an architecture whose files are judged otherwise (embeddings by cosine) says False
     search_quantization: bool = True
+    # whether load(embeddings=True) adds an `embeddings` output (the vector before the last layer): --embeddings
+    adds_embeddings: bool = False
 
     # loading
     def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:
@@ -128,7 +130,10 @@ class ArchSpec:
             mask = case.attention_mask if case.attention_mask is not None else np.ones_like(case.input_values, dtype=np.int64)
             args.append(torch.from_numpy(mask))
         with torch.inference_mode():
-            return loaded.model(*args).float().numpy()
+            out = loaded.model(*args)
+        if isinstance(out, (tuple, list)):  # several outputs, in output_names() order
+            return {name: o.float().numpy() for name, o in zip(self.output_names(loaded), out)}
+        return out.float().numpy()
 
     def recipe(self, mode: str) -> Recipe:
         return self.recipes.get(mode) or DEFAULT_RECIPES[mode]

@@ -49,8 +49,9 @@ def _nn():
     return torch, nn, F
 
 
-def build_model(C: int = 1024, front_end: str = "stft"):
-    """An ECAPA_gender-compatible module (same parameter names and math as upstream)."""
+def build_model(C: int = 1024, front_end: str = "stft", embeddings: bool = False):
+    """An ECAPA_gender-compatible module (same parameter names and math as upstream). embeddings: forward returns
+    (logits, the 192-d vector fc7 reads: ReLU(bn6(fc6(.))))."""
     torch, nn, F = _nn()
     import torchaudio
 
@@ -184,7 +185,7 @@ def build_model(C: int = 1024, front_end: str = "stft"):
             sg = torch.sqrt((torch.sum((x ** 2) * w, dim=2) - mu ** 2).clamp(min=1e-4))
             x = self.bn5(torch.cat((mu, sg), 1))
             x = self.relu(self.bn6(self.fc6(x)))
-            return self.fc7(x)
+            return (self.fc7(x), x) if embeddings else self.fc7(x)
 
     return ECAPAGender()
 
@@ -231,16 +232,18 @@ class ECAPASpec(ArchSpec):
         "uint8": Recipe("dynamic", per_channel=True, why="QUInt8 weights and activations, integer kernels (CPU, WASM)"),
     }
     tolerance_profile = "ecapa"
+    adds_embeddings = True  # the 192-d vector fc7 reads, as `embeddings`
 
     def load(self, checkpoint=None, random_init=False, seed=0, C=None, front_end="stft", revision=None, local=False,
-             weights=None, **kw) -> Loaded:
-        """local/weights: a source record of a local folder (rebuilt from the folder this process loaded)."""
+             weights=None, embeddings=False, **kw) -> Loaded:
+        """local/weights: a source record of a local folder (rebuilt from the folder this process loaded).
+        embeddings: the graph also outputs the 192-d speaker embedding before the last layer."""
         import torch
 
         if random_init:
             C = int(C or 1024)
             torch.manual_seed(seed)
-            model = build_model(C, front_end)
+            model = build_model(C, front_end, embeddings)
             calibrate(model, seed)
             source = {"arch": self.name, "checkpoint": None, "random_init": True, "seed": seed, "C": C}
             extra = {}
@@ -265,7 +268,7 @@ class ECAPASpec(ArchSpec):
             C = int(cfg.get("C", C_sd or 1024))
             if C_sd is not None and C_sd != C:
                 raise CheckpointError(f"config.json says C={C} but the weights have C={C_sd}; fix config.json")
-            model = build_model(C, front_end)
+            model = build_model(C, front_end, embeddings)
             result = model.load_state_dict(sd, strict=False)
             if result.missing_keys or result.unexpected_keys:
                 miss = ", ".join(result.missing_keys[:5]) + (" ..." if len(result.missing_keys) > 5 else "")
@@ -279,7 +282,15 @@ class ECAPASpec(ArchSpec):
             extra = {"folder": folder, "weights": weights, "license": _read_license(folder),
                      "card_license": card_license(folder)}
         model.eval()
-        return Loaded(arch=self.name, model=model, source=source, config={"C": C}, extra=extra)
+        if embeddings:
+            source["embeddings"] = True
+        return Loaded(arch=self.name, model=model, source=source, config={"C": C, "embeddings": bool(embeddings)}, extra=extra)
+
+    def output_names(self, loaded):
+        return ["logits", "embeddings"] if loaded.config.get("embeddings") else ["logits"]
+
+    def output_kinds(self, loaded):
+        return {"logits": "logits", "embeddings": "embedding"} if loaded.config.get("embeddings") else {"logits": "logits"}
 
     def min_samples(self, loaded):
         return MIN_SAMPLES
@@ -288,7 +299,7 @@ class ECAPASpec(ArchSpec):
         if route == "dynamo":
             return loaded.model
         # TorchScript cannot export complex STFT: same weights behind the DFT-as-Conv1d front end
-        m = build_model(loaded.config["C"], "dft")
+        m = build_model(loaded.config["C"], "dft", loaded.config.get("embeddings", False))
         m.load_state_dict(loaded.model.state_dict())
         return m.eval()
 

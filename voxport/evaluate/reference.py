@@ -24,12 +24,17 @@ class TorchModel:
     def __call__(self, input_values: np.ndarray, attention_mask: np.ndarray | None = None) -> dict:
         import torch
 
+        from ..archs import get_arch
+
         args = [torch.from_numpy(np.ascontiguousarray(input_values, dtype=np.float32))]
         if self.uses_mask:
             mask = attention_mask if attention_mask is not None else np.ones(input_values.shape, np.int64)
             args.append(torch.from_numpy(mask))
         with torch.inference_mode():
-            return {"logits": self.loaded.model(*args).float().numpy()}
+            out = self.loaded.model(*args)
+        if isinstance(out, (tuple, list)):  # several outputs, in the architecture's output_names() order
+            return {name: o.float().numpy() for name, o in zip(get_arch(self.loaded.arch).output_names(self.loaded), out)}
+        return {"logits": out.float().numpy()}
 
 
 def load_reference(record: dict, checkpoint: str | None = None, threads: int = 0):

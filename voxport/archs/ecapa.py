@@ -384,9 +384,11 @@ class ECAPASpec(ArchSpec):
                 "The log-mel front end is inside the graph: feed raw 16 kHz mono audio, unnormalised "
                 "(`do_normalize: false`).",
                 f"Minimum input: {MIN_SAMPLES} samples. Inputs in a batch must have the same length (no attention mask).",
-                "The front end (pre-emphasis, spectrum, mel filterbank) stays float32 in the q8 file: "
-                "quantizing it collapses the model to one class.",
-            ],
+                "The front end (pre-emphasis, spectrum, mel filterbank) stays float32 in the 8-bit files: its power "
+                "spectrum spans many decades, and 8-bit activations collapse the model to one class.",
+            ] + (["`embeddings` is the 192-d vector the last layer reads (ReLU(bn6(fc6(.)))): compare two clips' "
+                  "embeddings by cosine."] if loaded.config.get("embeddings") else []),
+            **({"embeddings": "embeddings"} if loaded.config.get("embeddings") else {}),
         }
 
 

@@ -334,10 +334,13 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
     for mode, why in (skipped or {}).items():
         lines.append(f"- `{mode}` not built: {why}")
     lines += ["", "## Verification", "",
-              f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)}).", "",
-              "| file | runtime | max \\|Δlogit\\| | mean \\|Δlogit\\| | max \\|Δp\\| | \\|Δp\\|>1e-2 | \\|Δp\\|>1e-1 | argmax agree | tolerance | status |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report.files:
+              f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)}).", ""]
+    # files with logits (every file of a classifier; none of an embeddings-only folder)
+    scored = [r for r in report.files if r.argmax_total or r.min_cosine is None]
+    if scored:
+        lines += ["| file | runtime | max \\|Δlogit\\| | mean \\|Δlogit\\| | max \\|Δp\\| | \\|Δp\\|>1e-2 | \\|Δp\\|>1e-1 | argmax agree | tolerance | status |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in scored:
         tol = r.tolerance
         t = ", ".join(x for x in [
             f"\\|Δlogit\\| ≤ {tol['max_abs_logit']:.0e}" if tol.get("max_abs_logit") is not None else "",
@@ -348,11 +351,13 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
     emb = [r for r in report.files if r.min_cosine is not None]
     if emb:
         lines += ["", "Embeddings (every row of every case; pairwise = the cosine score between two rows' embeddings):", "",
-                  "| file | runtime | rows | min cosine | max \\|Δ\\| | max \\|Δ pairwise score\\| | tolerance |", "|---|---|---|---|---|---|---|"]
+                  "| file | runtime | rows | min cosine | max \\|Δ\\| | max \\|Δ pairwise score\\| | tolerance | status |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in emb:
             tol = r.tolerance
             lines.append(f"| {r.file} | {r.runtime} | {r.embedding_rows} | {r.min_cosine:.7f} | {r.max_abs_embedding:.2e} | "
-                         f"{r.max_pair_delta:.2e} | cosine ≥ {tol.get('min_cosine')}, \\|Δscore\\| ≤ {tol.get('max_pair_delta')} |")
+                         f"{r.max_pair_delta:.2e} | cosine ≥ {tol.get('min_cosine')}, \\|Δscore\\| ≤ {tol.get('max_pair_delta')} | "
+                         f"{r.status.value} |")
         lines.append("")
     for r in report.files:
         if r.extra:

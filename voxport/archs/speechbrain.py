@@ -181,7 +181,7 @@ def _build_export(clf, info: dict):
 
         @staticmethod
         def _se_res2net(block, x, mask):
-            residual = block.shortcut(x) if block.shortcut else x
+            residual = block.shortcut(x) if block.shortcut is not None else x
             x = block.res2net_block(block.tdnn1(x))
             x = block.tdnn2(x)
             se = block.se_block

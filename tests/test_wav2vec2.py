@@ -199,3 +199,42 @@ def test_tokenizer_json_decodes_greedy_frames_like_transformers(tmp_path):
     got = [tok.decode(r, skip_special_tokens=True).strip() for r in rows]
     assert got == want
     assert any(c in "".join(got) for c in "ãçéõ") and sum(" " in g for g in got) > 100
+
+
+def test_shipped_graph_holds_the_fusions_and_verifies(tmp_path):
+    """Attention, SkipLayerNormalization and exact Gelu are written into the file (the ops every Transformers.js
+    runtime runs; no BiasGelu, no FastGelu), the q8 file quantizes the fused Attention (QAttention), and both verify
+    against PyTorch in onnxruntime and in Node. Group norm: no mask, so attention is fused."""
+    from voxport.archs.fusion import FUSED_OPS
+
+    ck = make_checkpoint(str(tmp_path / "ck"), "wav2vec2", "cls", "group", preset="small", seed=5, spread=True)
+    out = tmp_path / "out"
+    r = build("wav2vec2", str(out), checkpoint=ck, quantize_modes=("q8",), runtimes=("python", "node"))
+    assert r.verify.passed, r.verify.to_table()
+    assert {f.runtime for f in r.verify.files} == {"python", "node"}
+    m = onnx.load(str(out / "onnx" / "model.onnx"))
+    ms = {n.op_type for n in m.graph.node if n.domain == "com.microsoft"}
+    assert ms == set(FUSED_OPS)
+    count = lambda model, op: sum(n.op_type == op for n in model.graph.node)  # noqa: E731
+    assert count(m, "Attention") == 2  # one per layer
+    assert count(m, "SkipLayerNormalization") >= 4  # two per layer
+    assert count(m, "Gelu") == 6 and count(m, "Erf") == 0  # 3 feature-encoder convs, positional conv, 2 feed-forwards
+    assert count(m, "Gemm") <= 1 and count(m, "Softmax") == 0  # the Linears stay MatMul + Add (only the head is Gemm)
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert json.loads(meta["voxport.fused"]) == {"Attention": 2, "SkipLayerNormalization": count(m, "SkipLayerNormalization"), "Gelu": 6}
+    q = onnx.load(str(out / "onnx" / "model_quantized.onnx"))
+    assert count(q, "QAttention") == 2 and count(q, "Attention") == 0 and count(q, "MatMulInteger") >= 5
+    assert r.verify.files[0].max_abs_logit <= 1e-4
+
+
+def test_masked_graph_fuses_no_attention(tmp_path):
+    """With an attention_mask (layer-norm checkpoints) attention stays unfused (onnxruntime-web's WebGPU Attention has
+    no mask input); the norms and Gelus are still fused."""
+    from voxport.export import export_model
+
+    ck = make_checkpoint(str(tmp_path / "ck"), "wav2vec2", "ctc", "layer", preset="small", seed=6, vocab=PT_VOCAB, spread=True)
+    export_model("wav2vec2", str(tmp_path / "m.onnx"), checkpoint=ck)
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    ops = [n.op_type for n in m.graph.node]
+    assert "Attention" not in ops and ops.count("Softmax") == 2
+    assert "SkipLayerNormalization" in ops and "Gelu" in ops

@@ -49,12 +49,17 @@ def export_model(
         say(f"exporting with {route} at opset {opset}")
         _torch_export(spec, loaded, route, opset, raw)
         say("simplifying")
-        model, before, after = simplify_file(raw, spec.input_names(loaded), spec.output_names(loaded))
+        model, before, after = simplify_file(raw, spec.input_names(loaded), spec.output_names(loaded), spec.simplify_skip)
         for f in (raw, raw + "_data", raw + ".data"):
             if os.path.exists(f):
                 os.remove(f)
         if opset_of(model) != opset:
             raise ExportError(f"the exporter wrote opset {opset_of(model)} instead of {opset}")
+        model, fused = spec.fuse(loaded, model)
+        if any(fused.values()):
+            say("fused " + ", ".join(f"{op} x{k}" for op, k in fused.items() if k))
+            model = _check_fused(model)
+            after = len(model.graph.node)
         keep = spec.keep_float(model)
         set_metadata(model, {
             "voxport.version": __version__,
@@ -64,6 +69,7 @@ def export_model(
             "voxport.keep_float": json.dumps(keep),
             "sample_rate": spec.sample_rate,
             **{f"voxport.{k}": v for k, v in spec.metadata(loaded).items()},
+            **({"voxport.fused": json.dumps({k: v for k, v in fused.items() if v})} if any(fused.values()) else {}),
         })
         save_model(model, tmp, external_data)
         say("checking dynamic axes")
@@ -75,6 +81,18 @@ def export_model(
         nodes_before=before, nodes_after=after, size_bytes=size, keep_float=keep,
         seconds=time.time() - t0, checked_shapes=shapes,
     )
+
+
+def _check_fused(model):
+    """Fresh shape annotations (onnxruntime's inference: ONNX's own stops at contrib ops) and the checker."""
+    import onnx
+
+    from .onnxutil import contrib_shapes, model_size
+
+    contrib_shapes(model)
+    if model_size(model) < 1_800_000_000:
+        onnx.checker.check_model(model)
+    return model
 
 
 def _torch_export(spec, loaded, route, opset, path):
@@ -113,9 +131,9 @@ def _needs_external(module) -> bool:
     return n > 1_800_000_000
 
 
-def simplify_file(path: str, input_names: list, output_names):
+def simplify_file(path: str, input_names: list, output_names, skip=()):
     """onnxsim constant folding, then fresh shape inference and the full checker. Returns (model, nodes before, after).
-    output_names: the expected outputs (a list, or one name)."""
+    output_names: the expected outputs (a list, or one name); skip: onnxsim optimizer passes not to run."""
     import onnx
     import onnxsim
 
@@ -124,7 +142,7 @@ def simplify_file(path: str, input_names: list, output_names):
     del model.graph.value_info[:]  # stale annotations from the exporter break shape inference
     big = model.ByteSize() > 1_800_000_000
     try:
-        simple, ok = onnxsim.simplify(model, check_n=0, skip_shape_inference=big)
+        simple, ok = onnxsim.simplify(model, check_n=0, skip_shape_inference=big, skipped_optimizers=list(skip) or None)
     except Exception as e:
         raise ExportError(f"onnxsim failed: {str(e).splitlines()[0][:300]}") from e
     if not ok:

@@ -28,11 +28,45 @@ def opset_of(model) -> int:
 
 
 def reinfer_shapes(model):
-    """Drop every intermediate shape annotation and infer them again from the graph."""
+    """Drop every intermediate shape annotation and infer them again from the graph (with onnxruntime's inference
+    when the graph holds com.microsoft ops: ONNX's own stops at them, and what follows is left untyped)."""
     import onnx
 
     del model.graph.value_info[:]
+    if any(n.domain == "com.microsoft" for n in model.graph.node):
+        contrib_shapes(model)
+        return model
     return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+
+
+def contrib_shapes(model, big: int = 1 << 20) -> None:
+    """Type and shape annotations for every tensor of a graph with contrib ops, by onnxruntime's symbolic shape
+    inference, in place. Weights over `big` bytes are set aside meanwhile, so models over 2 GB are annotated too."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    del model.graph.value_info[:]
+    aside = {}
+    for t in model.graph.initializer:
+        if len(t.raw_data) > big:
+            aside[t.name] = t.raw_data
+            t.ClearField("raw_data")
+    # guess_output_rank: ops it has no rule for (QAttention) get the rank and type of their first input, so the
+    # inference goes on past them. Its infer_shapes() is not called: where inference stays incomplete it saves a
+    # file into the working directory and raises; here what was inferred is kept.
+    sym = SymbolicShapeInference(2**31 - 1, True, True, 0)
+    try:
+        sym._preprocess(model)
+        while sym.run_:
+            sym._infer_impl()
+        inferred = sym.out_mp_
+    finally:
+        for t in model.graph.initializer:
+            if t.name in aside:
+                t.raw_data = aside[t.name]
+    # a guess can be wrong (QAttention's first input is uint8, its output float): no annotation rather than a wrong one
+    guessed = {o for n in model.graph.node if n.op_type not in sym.dispatcher_ for o in n.output}
+    skip = guessed | {o.name for o in model.graph.output}
+    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in skip)
 
 
 def model_size(model) -> int:

@@ -110,6 +110,13 @@ class ArchSpec:
         n = max(self.min_samples(loaded), 4000)
         return [(1, n), (3, n + 1234), (5, 2 * n + 77)]
 
+    # onnxsim optimizer passes to skip for this architecture (see fuse)
+    simplify_skip: tuple = ()
+
+    def fuse(self, loaded: Loaded, onnx_model):
+        """The simplified graph with fused ops written in, and {fused op: count}; default: unchanged, {}."""
+        return onnx_model, {}
+
     def keep_float(self, onnx_model) -> list:
         """Names of nodes that quantization must leave in float, derived from the graph."""
         return []

@@ -58,8 +58,13 @@ def _quiet_transformers():
 
 
 def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls", norm: str = "layer",
-                    preset: str = "tiny", seed: int = 0, vocab: list | None = None, num_labels: int = 2) -> str:
-    """Save a random-weight checkpoint in the layout save_pretrained writes (plus feature extractor and vocab)."""
+                    preset: str = "tiny", seed: int = 0, vocab: list | None = None, num_labels: int = 2,
+                    spread: bool = False) -> str:
+    """Save a random-weight checkpoint in the layout save_pretrained writes (plus feature extractor and vocab).
+
+    spread: biases and normalisation weights drawn around their initial values, as in trained checkpoints. Fresh
+    ones are all 0 or 1: onnxsim then drops the zero-bias Adds and merges the equal tensors, and the graph is not
+    the one a real checkpoint exports (benchmarks and fusion tests need the real one)."""
     import torch
     import transformers
 
@@ -92,6 +97,13 @@ def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls"
         # a head with some spread, so decisions are not all ties
         with torch.no_grad():
             model.classifier.weight.normal_(0, 1.0)
+    if spread:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0, 0.02)
+                elif p.dim() == 1 and name.endswith("weight"):  # LayerNorm / GroupNorm scales
+                    p.copy_(1 + 0.05 * torch.randn_like(p))
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
@@ -247,6 +259,19 @@ class Wav2Vec2Spec(ArchSpec):
 
     def check_shapes(self, loaded):
         return [(1, 8000), (3, 13579), (5, 20000)]
+
+    # onnxsim passes that hide the patterns from the fusions: MatMul + Add -> Reshape + Gemm + Reshape (every Linear),
+    # and the Gelu's 0.5 folded into the next Conv (the feature encoder's Gelus)
+    simplify_skip = ("fuse_matmul_add_bias_into_gemm", "fuse_matmul_add_bias_into_gemm_batched", "fuse_preceding_mul_into_conv")
+
+    def fuse(self, loaded, onnx_model):
+        """Attention, SkipLayerNormalization and exact Gelu written into the graph (voxport/archs/fusion.py says which
+        ops and why); measured against optimum-onnx's export in the README ("Against optimum-onnx"). Attention is fused
+        only without a mask (group-norm checkpoints): onnxruntime-web's WebGPU Attention has no mask input."""
+        from .fusion import fuse_encoder
+
+        cfg = loaded.extra["hf_config"]
+        return fuse_encoder(onnx_model, cfg["num_attention_heads"], cfg["hidden_size"], attention=not loaded.config["uses_mask"])
 
     def keep_float(self, onnx_model):
         """Every Conv: the convolutional feature encoder and the positional conv. Quantizing them roughly

@@ -200,6 +200,16 @@ def test_folder_in_transformers_js_node(built, folders, monkeypatch):
             emb, scores = onnx_run(os.path.join(out, "onnx", name), wav[None])
             assert np.abs(row["embeddings"] - emb).max() <= 1e-5
             assert np.abs(row["logits"] - scores).max() <= 1e-5
+    # the audio-classification pipeline: softmax of the same scores, labels from label_encoder.txt
+    from voxport.verify.check import softmax
+    from voxport.verify.jsrun import run_job
+
+    labels = json.loads(open(os.path.join(out, "config.json")).read())["id2label"]
+    res = run_job(out, "audio-classification", ["fp32"], [(f"r{i}", [w]) for i, w in enumerate(rows)], labels)["results"]["fp32"]
+    assert res["error"] is None, res["error"]
+    for case, wav in zip(res["cases"], rows):
+        _, scores = onnx_run(os.path.join(out, "onnx", "model.onnx"), wav[None])
+        assert np.abs(np.array(case["rows"][0]) - softmax(scores.astype(np.float64))[0]).max() <= 1e-5
     # voxport verify in Node: the same outputs against SpeechBrain on the whole suite
     r = run("verify", out, "--checkpoint", folders["spk"], "--runtime", "node", "--json")
     assert r.exit_code == 0, r.output

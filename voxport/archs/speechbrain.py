@@ -262,6 +262,9 @@ def load_encoder_classifier(folder: str, text: str):
         from speechbrain.utils.fetching import LocalStrategy
     except ImportError:
         raise CheckpointError("SpeechBrain is not installed; run: pip install 'voxport[speechbrain]'") from None
+    except Exception as e:  # e.g. speechbrain 1.0 with torchaudio 2.11
+        raise CheckpointError(f"SpeechBrain cannot be imported ({type(e).__name__}: {str(e)[:120]}); run: "
+                              "pip install 'voxport[speechbrain]' (speechbrain 1.1 or later)") from None
     folder = os.path.abspath(folder)
     overrides = {"pretrained_path": folder} if re.search(r"^pretrained_path:", text, re.M) else {}
     savedir = tempfile.mkdtemp(prefix="voxport-sb-")

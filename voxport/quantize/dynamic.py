@@ -20,9 +20,7 @@ from .common import correct_biases, finish, has_external_data, read_source
 #   (the audio front end). The power spectrum spans many decades; 8 bits collapse it to one class.
 # - onnxruntime first rewrites each Gemm as MatMul + Add (named "<gemm>_MatMul"), then applies the exclusions:
 #   a Gemm kept float is excluded under both names.
-# - a fused com.microsoft Attention becomes QAttention (its packed QKV weight in 8 bits); left float, it keeps a
-#   quarter of a transformer's weights in float32 (wav2vec2-base q8: 186 MB instead of 122 MB, and slower).
-OP_TYPES = ["Conv", "MatMul", "Gemm", "Attention"]
+OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
 def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, weight_type: str = "QUInt8", mode: str = "q8"):

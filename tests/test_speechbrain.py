@@ -233,6 +233,11 @@ def test_other_encoders_and_foreign_code_are_refused(tmp_path, folders):
     r = run("build", "--arch", "speechbrain", "--checkpoint", bad, "--output-dir", tmp_path / "out")
     assert_one_line_error(r, "os.system")
     assert not (tmp_path / "out").exists()
+    # Transformers.js runs these folders through AutoModel, which voxport checks in Node: the browser is refused up front
+    r = run("build", "--arch", "speechbrain", "--checkpoint", folders["lid"], "--runtime", "python,browser", "--output-dir",
+            tmp_path / "out")
+    assert_one_line_error(r, "--runtime node")
+    assert not (tmp_path / "out").exists()
 
 
 def test_single_stages_and_a_drifting_file(tmp_path, folders, monkeypatch):

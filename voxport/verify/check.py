@@ -252,6 +252,7 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
 
     spec = get_arch(loaded.arch)
     get_runtime(runtime).check()  # before the slow references
+    check_js_outputs(spec, loaded, runtime)
     memo = {} if memo is None else memo
     if "rows" not in memo:
         memo["rows"] = row_cases(build_cases(spec, loaded, audio))
@@ -331,15 +332,19 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
                         reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)}) and onnxruntime-python")
 
 
+def check_js_outputs(spec, loaded: Loaded, runtime: str) -> None:
+    """Graphs with several named outputs run in Transformers.js through AutoModel, which voxport drives in Node only."""
+    if runtime not in ("python", "node") and spec.multi_output(loaded):
+        raise VoxportError(f"{loaded.arch} folders with several outputs (embeddings) are checked in Transformers.js with "
+                           f"--runtime node; {runtime} is not supported for them yet")
+
+
 def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> VerifyReport:
     """A graph with several named outputs (embeddings[, logits]) as Transformers.js users run it: AutoFeatureExtractor +
     AutoModel in Node, every output compared with onnxruntime-python on the same file and with PyTorch."""
     from .jsrun import run_outputs
     from .runtimes import OnnxRuntimePython
 
-    if runtime != "node":
-        raise VoxportError(f"{loaded.arch} folders (embedding outputs) are checked in Transformers.js with --runtime node; "
-                           f"{runtime} is not supported for them yet")
     names, kinds = spec.output_names(loaded), spec.output_kinds(loaded)
     by_dtype = {d: n for d, n in DTYPE_FILES.items() if n in files}
     results = run_outputs(folder, list(by_dtype), [c.input_values[0] for c in rows])
@@ -381,6 +386,8 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
     if loaded is None:
         source = read_source(folder)["source"]
         loaded = get_arch(source["arch"]).load(**source)
+    for r in runtimes:
+        check_js_outputs(get_arch(loaded.arch), loaded, r)
     files = folder_files(folder)
     reports, memo = [], {}
     for r in runtimes:

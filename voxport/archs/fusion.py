@@ -83,9 +83,25 @@ def fuse_encoder(model, num_heads: int, hidden_size: int, attention: bool = Fals
     opts.enable_bias_skip_layer_norm = False  # keeps SkipLayerNormalization at its 3-5 inputs form WebGPU lists
     opts.enable_qordered_matmul = False
     opts.enable_shape_inference = False
-    bert = BertOnnxModel(model, num_heads=num_heads, hidden_size=hidden_size)
-    bert.optimize(opts, add_dynamic_axes=False)
-    bert.topological_sort()
+    # the norm and Gelu matchers read only small constants: the weights are set aside meanwhile, so that whatever the
+    # optimizer copies holds no weights (attention fusion concatenates the QKV weights: not then)
+    aside = {}
+    if not attention:
+        for t in model.graph.initializer:
+            if len(t.raw_data) > 1 << 20:
+                aside[t.name] = t.raw_data
+                t.ClearField("raw_data")
+    try:
+        bert = BertOnnxModel(model, num_heads=num_heads, hidden_size=hidden_size)
+        bert.optimize(opts, add_dynamic_axes=False)
+        bert.topological_sort()
+    finally:
+        for t in model.graph.initializer:
+            if t.name in aside:
+                t.raw_data = aside[t.name]
+    for t in bert.model.graph.initializer:  # the same tensors, if the optimizer works on a copy
+        if t.name in aside:
+            t.raw_data = aside[t.name]
     fused = collections.Counter(n.op_type for n in bert.model.graph.node if n.domain == "com.microsoft")
     if fused and not any(o.domain == "com.microsoft" for o in bert.model.opset_import):
         from onnx import helper

@@ -8,7 +8,6 @@ Two front ends compute the same log-mel: "stft" (torch.stft, exported by dynamo 
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -16,7 +15,8 @@ import numpy as np
 from ..errors import CheckpointError
 from . import register
 from .base import ArchSpec, Loaded, Recipe
-from .source import card_license, checkpoint_record, recorded_folder, resolve_checkpoint
+from .dsp import dft_basis
+from .source import card_license, checkpoint_record, read_license, recorded_folder, resolve_checkpoint
 
 HUB_ID = "JaesungHuh/ecapa-gender"  # the upstream weights (github: JaesungHuh/voice-gender-classifier)
 LABELS = {0: "male", 1: "female"}
@@ -67,17 +67,8 @@ def build_model(C: int = 1024, front_end: str = "stft", embeddings: bool = False
             )
             self.register_buffer("window", window, persistent=False)
             self.register_buffer("fb", fb, persistent=False)
-            if mode == "dft":
-                # window zero-padded to n_fft (centred, as torch.stft does), times the real DFT basis
-                n_fft = fe["n_fft"]
-                left = (n_fft - fe["win_length"]) // 2
-                w = torch.zeros(n_fft, dtype=torch.float64)
-                w[left:left + fe["win_length"]] = window.double()
-                n = torch.arange(n_fft, dtype=torch.float64)
-                k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
-                ang = 2 * math.pi * k * n / n_fft
-                basis = torch.cat([torch.cos(ang) * w, -torch.sin(ang) * w], 0).float().unsqueeze(1)
-                self.register_buffer("dft", basis, persistent=False)
+            if mode == "dft":  # the window times the real DFT basis, as one strided Conv1d
+                self.register_buffer("dft", dft_basis(window, fe["n_fft"]), persistent=False)
 
         def forward(self, x):
             fe = FRONT_END
@@ -279,7 +270,7 @@ class ECAPASpec(ArchSpec):
                 )
             source = {"arch": self.name, **checkpoint_record(checkpoint, folder, [weights], revision),
                       "random_init": False, "seed": None, "C": C}
-            extra = {"folder": folder, "weights": weights, "license": _read_license(folder),
+            extra = {"folder": folder, "weights": weights, "license": read_license(folder),
                      "card_license": card_license(folder)}
         model.eval()
         if embeddings:
@@ -392,13 +383,6 @@ class ECAPASpec(ArchSpec):
         }
 
 
-def _read_license(folder: str) -> bytes | None:
-    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
-        p = os.path.join(folder, name)
-        if os.path.isfile(p):
-            with open(p, "rb") as f:
-                return f.read()
-    return None
 
 
 def front_end_nodes(onnx_model, until_op: str) -> list:

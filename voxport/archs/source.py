@@ -162,3 +162,13 @@ def card_license(folder) -> str | None:
                 if line.strip().startswith("license:"):
                     return line.split(":", 1)[1].strip() or None
     return None
+
+
+def read_license(folder: str | None) -> bytes | None:
+    """The checkpoint folder's licence file (LICENSE, LICENSE.md or LICENSE.txt), or None."""
+    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
+        p = os.path.join(folder or "", name)
+        if folder and os.path.isfile(p):
+            with open(p, "rb") as f:
+                return f.read()
+    return None

@@ -14,7 +14,6 @@ exported module wraps SpeechBrain's own encoder layers and lifts what does not e
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -25,7 +24,8 @@ import numpy as np
 from ..errors import CheckpointError
 from . import register
 from .base import ArchSpec, Case, Loaded, Recipe
-from .source import card_license, checkpoint_record, recorded_folder, resolve_checkpoint, sha256_file
+from .dsp import dft_basis
+from .source import card_license, checkpoint_record, read_license, recorded_folder, resolve_checkpoint, sha256_file
 
 ECAPA = "speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN"
 FBANK = "speechbrain.lobes.features.Fbank"
@@ -93,15 +93,8 @@ def _build_front_end(fbank):
             self.top_db = float(fb.top_db)
             self.log_mel = bool(log_mel)
             self.register_buffer("fb", matrix, persistent=False)
-            # the window zero-padded to n_fft (centred, as torch.stft does) times the real DFT basis, in float64
-            left = (n_fft - win) // 2
-            w = torch.zeros(n_fft, dtype=torch.float64)
-            w[left:left + win] = window.double()
-            n = torch.arange(n_fft, dtype=torch.float64)
-            k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
-            ang = 2 * math.pi * k * n / n_fft
-            basis = torch.cat([torch.cos(ang) * w, -torch.sin(ang) * w], 0).float().unsqueeze(1)
-            self.register_buffer("dft", basis, persistent=False)
+            # the window zero-padded to n_fft (centred, as torch.stft does) times the real DFT basis
+            self.register_buffer("dft", dft_basis(window, n_fft), persistent=False)
 
         def forward(self, x):
             half = self.n_fft // 2
@@ -424,7 +417,7 @@ class SpeechBrainSpec(ArchSpec):
         source = {"arch": self.name, **checkpoint_record(checkpoint, folder, files, revision), "random_init": False, "seed": None}
         model = _build_export(clf, info)
         config = {k: v for k, v in info.items() if k not in ("emb_mean", "emb_std")}
-        extra = {"clf": clf, "info": info, "license": _read_license(folder), "card_license": card_license(folder),
+        extra = {"clf": clf, "info": info, "license": read_license(folder), "card_license": card_license(folder),
                  "yaml_sha256": sha256_file(yaml_path)}
         return Loaded(arch=self.name, model=model, source=source, config=config, extra=extra)
 
@@ -640,12 +633,3 @@ def _version() -> str:
         return str(speechbrain.__version__)
     except Exception:
         return "unknown"
-
-
-def _read_license(folder) -> bytes | None:
-    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
-        p = os.path.join(folder or "", name)
-        if folder and os.path.isfile(p):
-            with open(p, "rb") as f:
-                return f.read()
-    return None

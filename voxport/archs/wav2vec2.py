@@ -18,7 +18,7 @@ from ..errors import CheckpointError
 from . import register
 from .base import ArchSpec, Case, Loaded, Recipe
 from .ctc_tokenizer import build_tokenizer, ctc_tokenizer_files, greedy_decode, read_ctc_tokenizer  # noqa: F401
-from .source import card_license, checkpoint_record, recorded_folder, resolve_checkpoint, weight_files
+from .source import card_license, checkpoint_record, read_license, recorded_folder, resolve_checkpoint, weight_files
 
 PADDING_INVARIANT = 1e-4  # PyTorch padded-with-mask vs alone below this counts as invariant
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
@@ -218,7 +218,7 @@ class Wav2Vec2Spec(ArchSpec):
             fe = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                                                        return_attention_mask=getattr(cfg, "feat_extract_norm", "layer") == "layer")
         extra = {"folder": None if source.get("random_init") else folder, "feature_extractor": fe, "hf_config": cfg.to_dict(),
-                 "license": _read_license(folder), "card_license": card_license(folder)}
+                 "license": read_license(folder), "card_license": card_license(folder)}
         if task == "ctc":
             tok = read_ctc_tokenizer(folder)
             extra.update(tokenizer=tok, vocab=tok.vocab, tokenizer_config=tok.config)
@@ -442,12 +442,3 @@ class Wav2Vec2Spec(ArchSpec):
         return {"title": f"{loaded.config['model_type']} {'CTC speech recognition' if ctc else 'audio classification'} (ONNX)",
                 "base_model": hub, "license": loaded.extra.get("card_license") or "other",
                 "pipeline_tag": "automatic-speech-recognition" if ctc else "audio-classification", "notes": notes}
-
-
-def _read_license(folder) -> bytes | None:
-    for name in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
-        p = os.path.join(folder or "", name)
-        if folder and os.path.isfile(p):
-            with open(p, "rb") as f:
-                return f.read()
-    return None

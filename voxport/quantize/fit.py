@@ -269,11 +269,14 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             rank_idx.append(i)
             total += cases[i].input_values.size
         rc, rr = [cases[i] for i in rank_idx], [refs[i] for i in rank_idx]
-        alone = []
+        alone, step, t_rank = [], max(1, m // 5), time.time()
         for i in range(m):
             s = np.zeros(m)
             s[i] = 1.0
             alone.append(judge.report(runner.run(s, rc), rc, rr).max_abs_prob)
+            if (i + 1) % step == 0 and i + 1 < m:  # counts inside the longest step of the search
+                left = (time.time() - t_rank) / (i + 1) * (m - i - 1)
+                say(f"{mode}: ranked {i + 1}/{m} ({'weights and inputs' if dynamic else 'weights'}), ~{left:.0f} s left")
         weights = {i.name: int(np.prod(i.dims)) for i in src.graph.initializer}
         size = np.array([weights.get(w, 1) for _, w in nodes], np.float64)
         cost = np.concatenate([size, np.zeros(m - n)])  # bytes each item adds: float16 weights are 1 more than int8

@@ -94,8 +94,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         say("computing PyTorch references")
         cases = build_cases(spec, loaded, audio)
         refs = [spec.reference(loaded, c) for c in cases]
-        # the search measures the first output (logits); verify then judges every output
-        search_refs = [r[spec.output_names(loaded)[0]] if isinstance(r, dict) else r for r in refs]
+        kinds = spec.output_kinds(loaded) if spec.multi_output(loaded) else None  # several outputs: each judged as verify does
         config_path = os.path.join(tmp, "quantize_config.json")
         calibration = calibration_cases(spec, loaded)
         for mode in quantize_modes:
@@ -126,8 +125,8 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
                 target = fit_target(bar)
                 if mode == "q8" and q8_target is not None:
                     target = bar = dataclasses.replace(target, max_abs_prob=q8_target)
-                q, fr = fit_any(fp32, out, mode, make, cases, search_refs, target, bias_correction=rec.bias_correction,
-                                size_budget=size_budget, progress=say, bar=bar)
+                q, fr = fit_any(fp32, out, mode, make, cases, refs, target, bias_correction=rec.bias_correction,
+                                size_budget=size_budget, progress=say, bar=bar, kinds=kinds)
                 qs.append(q)
                 fits[mode] = fr
                 say(fr.summary())

@@ -236,6 +236,13 @@ def _searchable(path: str) -> bool:
     return arch not in arch_names() or get_arch(arch).search_quantization
 
 
+def _logits_only(path: str) -> bool:
+    """Whether the file's one output is `logits` (what --explain ranks by)."""
+    import onnx
+
+    return [o.name for o in onnx.load(path, load_external_data=False).graph.output] == ["logits"]
+
+
 @main.command("quantize")
 @click.argument("input_path", metavar="IN.onnx")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Output file (not needed with --explain alone).")
@@ -274,6 +281,9 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
             raise VoxportError(f"{output} already exists; pass --force to overwrite it")
         check_output_location(output, "--output")
     extra, report = [], None
+    if (explain or target_delta is not None) and not _logits_only(input_path):
+        raise VoxportError("--explain and --target-delta rank nodes by softmax probabilities, and this file is judged by "
+                           "its embeddings too; quantize it (the search judges every output), then check it with `voxport verify`")
     if not _searchable(input_path):
         if explain or target_delta is not None:
             raise VoxportError("--explain and --target-delta rank nodes by softmax probabilities, and this file is judged by "

@@ -391,8 +391,6 @@ class SpeechBrainSpec(ArchSpec):
                             "runs everywhere fp32 runs, WebGPU included"),
                "int8": Recipe("weight-only", per_channel=True, why="int8 weights per output channel, float compute"),
                "uint8": Recipe("dynamic", per_channel=True, why="QUInt8 weights and activations, integer kernels (CPU, WASM)")}
-    # the keep-float search measures softmax probabilities of one output: not what an embedding is judged by
-    search_quantization = False
 
     def load(self, checkpoint=None, random_init=False, seed=0, revision=None, local=False, weights=None, **kw) -> Loaded:
         if random_init:

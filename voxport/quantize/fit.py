@@ -46,13 +46,14 @@ class FitResult(_ToDict):
     seconds: float = 0.0
     met: str = "margin"  # "margin": the search's target; "tolerance": only the bar itself, within the budget
     note: str = ""
+    metric: str = "max |dp|"  # what the *_max_abs_prob figures measure: "max |dp|", or "1 - cosine" for embeddings
 
     def summary(self) -> str:
         if self.passed_all_quantized:
-            return f"{self.mode}: fully quantized, max |dp| {self.max_abs_prob_all_quantized:.3g} on the verify cases" + (
+            return f"{self.mode}: fully quantized, {self.metric} {self.max_abs_prob_all_quantized:.3g} on the verify cases" + (
                 f" ({self.note})" if self.note else "")
         grow = self.size_bytes / self.size_all_quantized if self.size_all_quantized else 1.0
-        return (f"{self.mode}: max |dp| {self.max_abs_prob_all_quantized:.3g} fully quantized > {self.target_max_abs_prob:.3g}; "
+        return (f"{self.mode}: {self.metric} {self.max_abs_prob_all_quantized:.3g} fully quantized > {self.target_max_abs_prob:.3g}; "
                 f"kept {describe_kept(self.kept_float)} -> {self.max_abs_prob:.3g}, "
                 f"{self.size_bytes / 1e6:.1f} MB ({grow:.2f}x the fully quantized {self.size_all_quantized / 1e6:.1f} MB)"
                 + ("; meets the tolerance, not the margin" if self.met == "tolerance" else ""))
@@ -65,23 +66,37 @@ class FitError(QuantizeError):
 
 
 def fit_target(tol: Tolerance) -> Tolerance:
-    return dataclasses.replace(tol, max_abs_prob=tol.max_abs_prob * FIT_MARGIN) if tol.max_abs_prob is not None else tol
+    """The tolerance with the search's margin: FIT_MARGIN of each bar (probabilities, cosine distance, pairwise scores)."""
+    return dataclasses.replace(
+        tol, max_abs_prob=None if tol.max_abs_prob is None else tol.max_abs_prob * FIT_MARGIN,
+        min_cosine=None if getattr(tol, "min_cosine", None) is None else 1 - (1 - tol.min_cosine) * FIT_MARGIN,
+        max_pair_delta=None if getattr(tol, "max_pair_delta", None) is None else tol.max_pair_delta * FIT_MARGIN)
 
 
 class Judge:
-    """Measures a set of outputs against the PyTorch references with a file kind's (fit) tolerance."""
+    """Measures a set of outputs against the PyTorch references with a file kind's (fit) tolerance. kinds: the
+    architecture's output kinds when it has several outputs or embeddings (outputs and refs are then
+    {name: array}); the search's one number is max |dp| when the tolerance bounds probabilities, else the
+    cosine distance 1 - min cosine of the embeddings; pass or fail is every criterion of the tolerance."""
 
-    def __init__(self, cases: list, refs: list, tol: Tolerance):
-        self.cases, self.refs, self.tol = cases, refs, tol
+    def __init__(self, cases: list, refs: list, tol: Tolerance, kinds: dict | None = None):
+        self.cases, self.refs, self.tol, self.kinds = cases, refs, tol, kinds
+        self.metric = "max |dp|" if tol.max_abs_prob is not None or not kinds else "1 - cosine"
+        self.aim = tol.max_abs_prob if self.metric == "max |dp|" else 1 - (tol.min_cosine or 0.0)
 
     def report(self, outs: list, cases=None, refs=None):
-        from ..verify.check import compare
+        from ..verify.check import compare, compare_outputs
 
+        if self.kinds:
+            return compare_outputs("fit", "fit", "python", cases or self.cases, refs or self.refs, outs, self.tol, self.kinds)
         return compare("fit", "fit", "python", cases or self.cases, refs or self.refs, outs, self.tol)
+
+    def error(self, report) -> float:
+        return report.max_abs_prob if self.metric == "max |dp|" else 1 - report.min_cosine
 
     def passes(self, outs: list) -> tuple:
         r = self.report(outs)
-        return not r.reasons, r.max_abs_prob
+        return not r.reasons, self.error(r)
 
 
 def _weight_nodes(model, keep: set) -> list:
@@ -192,7 +207,7 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: 
 
 
 class SwitchRunner:
-    def __init__(self, model, tmp: str, threads: int = 0):
+    def __init__(self, model, tmp: str, threads: int = 0, outputs: list | None = None):
         import onnxruntime as ort
 
         from ..onnxutil import save_model
@@ -205,6 +220,7 @@ class SwitchRunner:
             opts.intra_op_num_threads = threads
         self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.sess.get_inputs()}
+        self.outputs = list(outputs) if outputs else None  # named outputs as {name: array}; else the first output
 
     def run(self, switch: np.ndarray, cases: list) -> list:
         outs = []
@@ -212,12 +228,12 @@ class SwitchRunner:
             feed = {"input_values": c.input_values, SWITCH: switch.astype(np.float32)}
             if "attention_mask" in self.names:
                 feed["attention_mask"] = c.attention_mask if c.attention_mask is not None else np.ones_like(c.input_values, dtype=np.int64)
-            outs.append(self.sess.run(None, feed)[0])
+            outs.append(dict(zip(self.outputs, self.sess.run(self.outputs, feed))) if self.outputs else self.sess.run(None, feed)[0])
         return outs
 
 
 def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: list, target: Tolerance,
-        size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None):
+        size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None, kinds: dict | None = None):
     """quantize_fn(extra_float: list, search: dict | None) writes `output` (recording `search` in its options and
     metadata) and returns a QuantizeResult. Returns (QuantizeResult, FitResult).
 
@@ -229,15 +245,17 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
 
     say = progress or (lambda m: None)
     t0 = time.time()
-    judge = Judge(cases, refs, target)
-    bar_judge = Judge(cases, refs, bar or target)
+    judge = Judge(cases, refs, target, kinds)
+    bar_judge = Judge(cases, refs, bar or target, kinds)
+    metric, aim = judge.metric, judge.aim
+    out_names = list(kinds) if kinds else None
     result = quantize_fn([], None)
-    outs = OnnxRuntimePython().run_cases(output, cases)
+    outs = OnnxRuntimePython().run_cases(output, cases, outputs=out_names)
     ok, err0 = judge.passes(outs)
     full_meets_bar = bar_judge.passes(outs)[0]
     base_size = result.size_bytes
-    done = dict(mode=mode, target_max_abs_prob=target.max_abs_prob or 0.0, max_abs_prob_all_quantized=err0, size_all_quantized=base_size,
-                size_budget=size_budget)
+    done = dict(mode=mode, target_max_abs_prob=aim or 0.0, max_abs_prob_all_quantized=err0, size_all_quantized=base_size,
+                size_budget=size_budget, metric=metric)
     if ok:
         return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size, seconds=time.time() - t0)
     src, _, keep = read_source(fp32_path)
@@ -245,9 +263,9 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     deq = shipped_weights(output, nodes)
     nodes = [(n, w) for n, w in nodes if w in deq]
     if not nodes:
-        raise FitError(f"{mode} misses max |dp| {target.max_abs_prob:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
+        raise FitError(f"{mode} misses {metric} {aim:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
     method = (result.options or {}).get("method")
-    say(f"{mode}: max |dp| {err0:.3g} > {target.max_abs_prob:.3g}; ranking {len(nodes)} nodes")
+    say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
     dynamic = method == "dynamic"
     n = len(nodes)
@@ -257,10 +275,10 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     m = 2 * n if dynamic else n
     try:
         biases = shipped_biases(output, src, nodes)
-        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp)
+        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp, outputs=out_names)
         # the worst cases of the fully quantized file carry the ranking
         full = runner.run(np.ones(m), cases)
-        per_case = [judge.report([o], [c], [r]).max_abs_prob for c, r, o in zip(cases, refs, full)]
+        per_case = [judge.error(judge.report([o], [c], [r])) for c, r, o in zip(cases, refs, full)]
         order = np.argsort(per_case)[::-1]
         rank_idx, total = [], 0
         for i in order:
@@ -273,7 +291,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         for i in range(m):
             s = np.zeros(m)
             s[i] = 1.0
-            alone.append(judge.report(runner.run(s, rc), rc, rr).max_abs_prob)
+            alone.append(judge.error(judge.report(runner.run(s, rc), rc, rr)))
             if (i + 1) % step == 0 and i + 1 < m:  # counts inside the longest step of the search
                 left = (time.time() - t_rank) / (i + 1) * (m - i - 1)
                 say(f"{mode}: ranked {i + 1}/{m} ({'weights and inputs' if dynamic else 'weights'}), ~{left:.0f} s left")
@@ -292,7 +310,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
 
         # the search runs the cases that come near the target when fully quantized; the real file is then
         # measured on every case
-        near = [i for i, e in enumerate(per_case) if not target.max_abs_prob or e > 0.5 * target.max_abs_prob] or list(order[:1])
+        near = [i for i, e in enumerate(per_case) if not aim or e > 0.5 * aim] or list(order[:1])
         hc, hr = [cases[i] for i in near], [refs[i] for i in near]
 
         def passes_with(ranked, k: int, j=judge) -> bool:
@@ -345,7 +363,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         shutil.rmtree(tmp, ignore_errors=True)
     met = "margin" if level is judge else "tolerance"
     if k == 0:
-        note = f"fully quantized max |dp| {err0:.3g} meets the tolerance but not the search's margin ({target.max_abs_prob:.3g}) within the size budget"
+        note = f"fully quantized {metric} {err0:.3g} meets the tolerance but not the search's margin ({aim:.3g}) within the size budget"
         say(f"{mode}: {note}")
         return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size,
                                  seconds=time.time() - t0, met=met, note=note)
@@ -353,10 +371,10 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         kept = kept_entries(nodes, ranked[:k], size, alone)
         names = [e["node"] for e in kept]
         say(f"{mode}: keeping {describe_kept(kept)}")
-        search = {"why": f"fully quantized max |dp| {err0:.3g} > {target.max_abs_prob:.3g} on the verify cases; the fewest most "
+        search = {"why": f"fully quantized {metric} {err0:.3g} > {aim:.3g} on the verify cases; the fewest most "
                          f"sensitive nodes (each measured quantized alone) stay float", "kept_float": kept}
         result = quantize_fn(names, search)
-        ok, err = level.passes(OnnxRuntimePython().run_cases(output, cases))
+        ok, err = level.passes(OnnxRuntimePython().run_cases(output, cases, outputs=out_names))
         too_big = result.size_bytes > size_budget * base_size
         if ok or too_big or k >= len(ranked):
             break
@@ -367,8 +385,8 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         os.remove(output)
         need = (f"{describe_kept(kept)}, {result.size_bytes / 1e6:.1f} MB = {result.size_bytes / base_size:.2f}x" if ok or too_big
                 else f"more than the {k} most sensitive nodes that fit the budget (measured {err:.3g} with them float)")
-        aim = (level.tol if level is bar_judge else target).max_abs_prob
-        raise FitError(f"{mode}: no file within {size_budget}x the fully quantized size ({base_size / 1e6:.1f} MB) meets max |dp| "
+        aim = (bar_judge if level is bar_judge else judge).aim
+        raise FitError(f"{mode}: no file within {size_budget}x the fully quantized size ({base_size / 1e6:.1f} MB) meets {metric} "
                        f"{aim:.3g} (fully quantized {err0:.3g}); it takes {need}. Pass --size-budget to allow "
                        f"more, or drop {mode}")
     return result, fitres
@@ -407,7 +425,7 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
     spec = get_arch(loaded.arch)
     cases = build_cases(spec, loaded, audio)
     refs = [spec.reference(loaded, c) for c in cases]
-    refs = [r[spec.output_names(loaded)[0]] if isinstance(r, dict) else r for r in refs]  # the search measures the first output
+    kinds = spec.output_kinds(loaded) if spec.multi_output(loaded) else None  # several outputs: each judged as verify does
     bar = spec.tolerance(loaded, mode)
     tol = fit_target(bar)
     if target is not None:
@@ -423,7 +441,7 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
         return run
 
     return fit_any(input_path, output, mode, make, cases, refs, tol, bias_correction=rec.bias_correction,
-                   size_budget=size_budget, progress=progress, bar=bar)
+                   size_budget=size_budget, progress=progress, bar=bar, kinds=kinds)
 
 
 def calibration_cases(spec, loaded) -> list:
@@ -449,14 +467,16 @@ def load_source(path: str):
 
 
 def fit_any(fp32_path: str, output: str, mode: str, make_fn, cases: list, refs: list, target: Tolerance,
-            bias_correction: bool = False, size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None):
+            bias_correction: bool = False, size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None,
+            kinds: dict | None = None):
     """fit() with the recipe's bias-correction setting, then, if no file within the budget meets the target, with
     the other setting (measured on three ECAPA checkpoints, bias correction helped some files and hurt others:
     the search measures which one this file needs). make_fn(bias_correction) -> quantize_fn for fit()."""
     first = None
     for bc in (bias_correction, not bias_correction):
         try:
-            return fit(fp32_path, output, mode, make_fn(bc), cases, refs, target, size_budget=size_budget, progress=progress, bar=bar)
+            return fit(fp32_path, output, mode, make_fn(bc), cases, refs, target, size_budget=size_budget, progress=progress, bar=bar,
+                       kinds=kinds)
         except FitError as e:
             first = first or e
             if progress:

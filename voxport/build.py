@@ -111,13 +111,6 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
                 return run
 
             try:
-                if search and mode in SEARCH_MODES and not spec.search_quantization:
-                    # quantized plainly; verify judges the file by the architecture's own criteria
-                    note = {"why": "not searched (the keep-float search measures softmax probabilities; this architecture's "
-                                   "files are judged by verify on their own outputs)", "kept_float": []}
-                    qs.append(make(rec.bias_correction)([], note))
-                    say(f"{mode}: not searched")
-                    continue
                 if not search or (mode not in SEARCH_MODES):
                     qs.append(make(rec.bias_correction)([], None))
                     continue

@@ -225,17 +225,6 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
     _emit(export_model(arch, output, loaded=loaded, opset=int(opset), progress=_progress), as_json)
 
 
-def _searchable(path: str) -> bool:
-    """Whether the keep-float search (softmax probabilities of the first output) can judge a file of this architecture."""
-    import onnx
-
-    from .archs import arch_names, get_arch
-    from .onnxutil import read_metadata
-
-    arch = read_metadata(onnx.load(path, load_external_data=False)).get("voxport.arch")
-    return arch not in arch_names() or get_arch(arch).search_quantization
-
-
 def _logits_only(path: str) -> bool:
     """Whether the file's one output is `logits` (what --explain ranks by)."""
     import onnx
@@ -284,14 +273,6 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
     if (explain or target_delta is not None) and not _logits_only(input_path):
         raise VoxportError("--explain and --target-delta rank nodes by softmax probabilities, and this file is judged by "
                            "its embeddings too; quantize it (the search judges every output), then check it with `voxport verify`")
-    if not _searchable(input_path):
-        if explain or target_delta is not None:
-            raise VoxportError("--explain and --target-delta rank nodes by softmax probabilities, and this file is judged by "
-                               "its embeddings; quantize it, then check it with `voxport verify`")
-        if not no_search:
-            no_search = True
-            click.echo("note: not searched (this architecture's files are judged by `voxport verify` on their own outputs)",
-                       err=True)
     if checkpoint:  # the reference of a file exported from a local folder: load it (hashes checked) before any work
         import onnx
 

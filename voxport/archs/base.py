@@ -65,9 +65,6 @@ class ArchSpec:
     # file kind -> Recipe, chosen per architecture by measured parity per byte (and speed); kinds not named
     # here take DEFAULT_RECIPES
     recipes: dict = {}
-    # whether build's keep-float search may tune quantized files: it measures softmax probabilities of the first
-    # output, so an architecture whose files are judged otherwise (embeddings by cosine) says False
-    search_quantization: bool = True
     # whether load(embeddings=True) adds an `embeddings` output (the vector before the last layer): --embeddings
     adds_embeddings: bool = False
 

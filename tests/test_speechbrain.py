@@ -219,7 +219,7 @@ def test_folder_in_transformers_js_node(built, folders, monkeypatch):
     r = run("verify", out, "--checkpoint", folders["spk"], "--runtime", "node", "--json")
     assert r.exit_code == 0, r.output
     rep = {f["file"]: f for f in json.loads(r.stdout)["files"]}
-    assert set(rep) == {"model.onnx", "model_fp16.onnx", "model_quantized.onnx"}
+    assert set(rep) == {"model.onnx", "model_fp16.onnx", "model_quantized.onnx", "model_uint8.onnx"}
     assert all(f["runtime"] == "node" for f in rep.values())
     assert rep["model.onnx"]["min_cosine"] >= FP32_COSINE and rep["model.onnx"]["extra"]["max_d_vs_onnxruntime_python"] <= 1e-5
     assert rep["model.onnx"]["argmax_agree"] == rep["model.onnx"]["argmax_total"] > 10

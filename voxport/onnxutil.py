@@ -64,7 +64,9 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
             if t.name in aside:
                 t.raw_data = aside[t.name]
     # a guess can be wrong (QAttention's first input is uint8, its output float): no annotation rather than a wrong one
-    guessed = {o for n in model.graph.node if n.op_type not in sym.dispatcher_ for o in n.output}
+    # (standard ONNX ops it has no rule for go through ONNX's own inference: those annotations are real)
+    guessed = {o for n in model.graph.node if n.domain not in ("", "ai.onnx") and n.op_type not in sym.dispatcher_
+               for o in n.output}
     skip = guessed | {o.name for o in model.graph.output}
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in skip)
 

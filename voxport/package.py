@@ -251,15 +251,18 @@ def describe_origin(source: dict) -> str:
     return f"`{source.get('checkpoint')}`" + (f" at revision `{rev[:12]}`" if rev else "")
 
 
-def verification_snippet(name: str, output: str, with_import: bool = True) -> list:
-    """Speaker verification with AutoFeatureExtractor + AutoModel: the cosine of two clips' embeddings."""
+def verification_snippet(name: str, output: str, with_import: bool = True, frames: bool = False) -> list:
+    """Speaker verification with AutoFeatureExtractor + AutoModel: the cosine of two clips' embeddings (frames: the
+    output is [1, frames, dim], averaged over frames first)."""
     lines = ['import { AutoFeatureExtractor, AutoModel } from "@huggingface/transformers";', ""] if with_import else [
         "", "// speaker verification: embeddings of two clips, compared by cosine",
         'import { AutoFeatureExtractor, AutoModel } from "@huggingface/transformers";']
     return lines + [
         f'const extractor = await AutoFeatureExtractor.from_pretrained("{name}");',
         f'const model = await AutoModel.from_pretrained("{name}", {{ dtype: "q8" }}); // or "fp32"',
-        f"const embed = async (audio) => (await model(await extractor(audio))).{output}.data; // Float32Array, 16 kHz mono",
+        f"const embed = async (audio) => (await model(await extractor(audio))).{output}"
+        + (".mean(1).data; // frames averaged into one vector; audio: Float32Array, 16 kHz mono" if frames else
+           ".data; // Float32Array, 16 kHz mono"),
         "const [a, b] = [await embed(clipA), await embed(clipB)];",
         "let dot = 0, na = 0, nb = 0;",
         "for (let i = 0; i < a.length; i++) { dot += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }",
@@ -297,7 +300,8 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         if card.get("example_label"):
             lines.append(f"// [{{ label: \"{card['example_label']}\", score: ... }}, ...]")
     if card.get("embeddings"):
-        lines += verification_snippet(name, card["embeddings"], with_import=not has_pipeline)
+        lines += verification_snippet(name, card["embeddings"], with_import=not has_pipeline,
+                                      frames=spec.output_kinds(loaded).get(card["embeddings"]) == "frames")
     lines += ["```", ""]
     labels = card.get("labels")
     if labels:

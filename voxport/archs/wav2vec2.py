@@ -1,6 +1,7 @@
 """The transformers wav2vec2 family: wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech(-SAT).
 
-Task from the checkpoint: ...ForSequenceClassification -> audio-classification, ...ForCTC -> CTC ASR.
+Task from the checkpoint: ...ForSequenceClassification -> audio-classification, ...ForCTC -> CTC ASR,
+...ForXVector -> speaker embeddings (`embeddings`), ...Model -> frame embeddings (`last_hidden_state`).
 The graph takes `attention_mask` exactly when the feature extractor returns one (layer-norm
 checkpoints); group-norm checkpoints change with padding, so they get none and verify reports how far
 a padded clip drifts.
@@ -47,6 +48,14 @@ PRESETS = {
     "base": dict(),
     "xls-r-300m": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
 }
+# config.json architectures suffix -> (task, outputs {name: verify kind}); the first suffix found wins
+HEADS = {
+    "ForCTC": ("ctc", {"logits": "logits"}),
+    "ForSequenceClassification": ("cls", {"logits": "logits"}),
+    "ForXVector": ("xvector", {"embeddings": "embedding"}),
+    "Model": ("frames", {"last_hidden_state": "frames"}),
+}
+TASK_HEADS = {task: head for head, (task, _) in HEADS.items()}
 DEFAULT_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("abcdefghijklmnopqrstuvwxyz'") + list("áâãàçéêíóôõú")
 
 
@@ -81,16 +90,19 @@ def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls"
         kw.pop("do_stable_layer_norm")
         layer = True  # data2vec-audio always uses layer norm in its feature encoder
     vocab = vocab or DEFAULT_VOCAB
+    if task not in TASK_HEADS:
+        raise CheckpointError(f"unknown task '{task}'; choose one of {', '.join(TASK_HEADS)}")
     if task == "ctc":
         kw.update(vocab_size=len(vocab), pad_token_id=0)
-    else:
+    elif task in ("cls", "xvector"):
         kw.update(num_labels=num_labels, id2label={i: f"label_{i}" for i in range(num_labels)},
                   label2id={f"label_{i}": i for i in range(num_labels)})
+    if task == "xvector" and preset in ("tiny", "small"):  # the x-vector head at test size
+        kw.update(tdnn_dim=(64, 64, 64, 64, 96), xvector_output_dim=48)
     if model_type in ("wavlm",):
         kw.setdefault("num_buckets", 32)
     config = getattr(transformers, CONFIG_CLASSES[model_type])(**kw)
-    head = "ForCTC" if task == "ctc" else "ForSequenceClassification"
-    cls = getattr(transformers, CLASS_PREFIX[model_type] + head)
+    cls = getattr(transformers, CLASS_PREFIX[model_type] + TASK_HEADS[task])
     torch.manual_seed(seed)
     model = cls(config).eval()
     if task == "cls":
@@ -118,26 +130,55 @@ def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls"
     return folder
 
 
-def _module(model, uses_mask: bool):
+def _module(model, uses_mask: bool, task: str):
+    """The checkpoint's model as one export-ready module: (input_values[, attention_mask]) -> its output(s).
+
+    x-vector heads: transformers pools the TDNN frames row by row in a Python loop over the batch (a trace would
+    freeze the batch size); here the same mean and unbiased standard deviation come from a frame mask."""
     import torch
 
-    class Logits(torch.nn.Module):
+    class Head(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
 
         def forward(self, input_values, attention_mask=None):
-            return self.model(input_values, attention_mask=attention_mask).logits
+            if task == "xvector":
+                return (self.xvector(input_values, attention_mask),)
+            out = self.model(input_values, attention_mask=attention_mask)
+            return (out.last_hidden_state,) if task == "frames" else out.logits
 
-    class LogitsNoMask(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
+        def xvector(self, input_values, attention_mask):
+            m = self.model
+            base = getattr(m, m.base_model_prefix)
+            weighted = m.config.use_weighted_layer_sum
+            out = base(input_values, attention_mask=attention_mask, output_hidden_states=weighted)
+            if weighted:
+                norm = torch.nn.functional.softmax(m.layer_weights, dim=-1)
+                h = (torch.stack(out.hidden_states, dim=1) * norm.view(-1, 1, 1)).sum(dim=1)
+            else:
+                h = out.last_hidden_state
+            h = m.projector(h)
+            for layer in m.tdnn:
+                h = layer(h)
+            if attention_mask is None:
+                stats = torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1)
+            else:
+                n = m._get_tdnn_output_lengths(m._get_feat_extract_output_lengths(attention_mask.sum(dim=1)))
+                # transformers' TDNN lengths ignore dilation: a row may count more frames than the TDNN gave, and
+                # h[i, :n] then takes them all; keep.sum() is that min(n, frames)
+                keep = (torch.arange(h.shape[1], device=h.device)[None, :] < n[:, None]).to(h.dtype)[..., None]
+                count = keep.sum(dim=1)
+                mean = (h * keep).sum(dim=1) / count
+                var = (((h - mean[:, None]) ** 2) * keep).sum(dim=1) / (count - 1)
+                stats = torch.cat([mean, var.sqrt()], dim=-1)
+            return m.feature_extractor(stats)
 
+    class HeadNoMask(Head):
         def forward(self, input_values):
-            return self.model(input_values).logits
+            return Head.forward(self, input_values)
 
-    return (Logits() if uses_mask else LogitsNoMask()).eval()
+    return (Head() if uses_mask else HeadNoMask()).eval()
 
 
 @register
@@ -195,13 +236,13 @@ class Wav2Vec2Spec(ArchSpec):
         if cfg.model_type not in MODEL_TYPES:
             raise CheckpointError(f"model_type '{cfg.model_type}' is not in the wav2vec2 family ({', '.join(MODEL_TYPES)})")
         archs = cfg.architectures or []
-        if any(a.endswith("ForCTC") for a in archs):
-            head, task = "ForCTC", "ctc"
-        elif any(a.endswith("ForSequenceClassification") for a in archs):
-            head, task = "ForSequenceClassification", "cls"
-        else:
-            raise CheckpointError(f"config.json architectures {archs} has no ...ForCTC or ...ForSequenceClassification head")
-        cls = getattr(transformers, CLASS_PREFIX[cfg.model_type] + head)
+        prefix = CLASS_PREFIX[cfg.model_type]
+        head = next((h for h in HEADS if any(a == prefix + h or (h != "Model" and a.endswith(h)) for a in archs)), None)
+        if head is None:
+            raise CheckpointError(f"config.json architectures {archs} names no head voxport exports; supported: "
+                                  + ", ".join(prefix + h for h in HEADS))
+        task = HEADS[head][0]
+        cls = getattr(transformers, prefix + head)
         try:
             # pytorch_model.bin is read with torch.load(weights_only=True): a pickle that runs code is refused
             model = cls.from_pretrained(folder, attn_implementation="eager", weights_only=True).eval()
@@ -224,10 +265,26 @@ class Wav2Vec2Spec(ArchSpec):
             extra.update(tokenizer=tok, vocab=tok.vocab, tokenizer_config=tok.config)
         config = {"model_type": cfg.model_type, "task": task, "uses_mask": bool(fe.return_attention_mask),
                   "do_normalize": bool(fe.do_normalize), "norm": getattr(cfg, "feat_extract_norm", "layer")}
-        return Loaded(arch=self.name, model=_module(model, config["uses_mask"]), source=source, config=config, extra=extra)
+        return Loaded(arch=self.name, model=_module(model, config["uses_mask"], task), source=source, config=config, extra=extra)
 
     def task(self, loaded):
-        return "automatic-speech-recognition" if loaded.config["task"] == "ctc" else "audio-classification"
+        return {"ctc": "automatic-speech-recognition", "cls": "audio-classification"}.get(loaded.config["task"], "feature-extraction")
+
+    def output_names(self, loaded):
+        return list(HEADS[TASK_HEADS[loaded.config["task"]]][1])
+
+    def output_kinds(self, loaded):
+        return dict(HEADS[TASK_HEADS[loaded.config["task"]]][1])
+
+    def _main(self, loaded, input_values, attention_mask=None) -> np.ndarray:
+        """The model's (first) output for one batch, as an array."""
+        import torch
+
+        args = (input_values,) if not loaded.config["uses_mask"] else (input_values, attention_mask if attention_mask is not None
+                                                                        else torch.ones_like(input_values, dtype=torch.int64))
+        with torch.inference_mode():
+            out = loaded.model(*args)
+        return (out[0] if isinstance(out, tuple) else out).float().numpy()
 
     def input_names(self, loaded):
         return ["input_values", "attention_mask"] if loaded.config["uses_mask"] else ["input_values"]
@@ -238,13 +295,22 @@ class Wav2Vec2Spec(ArchSpec):
         return int(loaded.model.model._get_feat_extract_output_lengths(torch.tensor(n)))
 
     def min_samples(self, loaded):
-        n = 1
-        while self._lengths(loaded, n) < 2:
-            n += 1
-        return n
+        """Fewest samples giving 2 frames out of the encoder (and out of an x-vector head's TDNN: its standard deviation
+        needs 2)."""
+        cfg = loaded.extra["hf_config"]
+        # the TDNN's real context (kernel - 1) * dilation per layer
+        lost = sum((k - 1) * d for k, d in zip(cfg["tdnn_kernel"], cfg["tdnn_dilation"])) if loaded.config["task"] == "xvector" else 0
+        frames = lambda n: self._lengths(loaded, n) - lost  # noqa: E731
+        lo, hi = 1, 400
+        while frames(hi) < 2:
+            hi *= 2
+        while lo < hi:  # frames() grows with n
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if frames(mid) < 2 else (lo, mid)
+        return lo
 
     def output_axes(self, loaded):
-        return {0: "batch_size", 1: "num_frames"} if loaded.config["task"] == "ctc" else {0: "batch_size"}
+        return {0: "batch_size", 1: "num_frames"} if loaded.config["task"] in ("ctc", "frames") else {0: "batch_size"}
 
     def example_inputs(self, loaded):
         import torch
@@ -320,29 +386,25 @@ class Wav2Vec2Spec(ArchSpec):
         A model that PyTorch itself does not keep padding-invariant under the mask (seen with
         data2vec-audio) is compared with PyTorch on the same padded batch instead, and the drift is reported.
         """
-        import torch
-
         if case.lengths is None:
             return super().reference(loaded, case)
-        outs = []
-        for i, n in enumerate(case.lengths):
-            x = torch.from_numpy(case.input_values[i:i + 1, :n])
-            args = (x, torch.ones_like(x, dtype=torch.int64)) if loaded.config["uses_mask"] else (x,)
-            with torch.inference_mode():
-                outs.append(loaded.model(*args)[0].float().numpy())
+        import torch
+
+        name = self.output_names(loaded)[0]
+        alone_rows = [self._main(loaded, torch.from_numpy(case.input_values[i:i + 1, :n]))[0] for i, n in enumerate(case.lengths)]
         padded = super().reference(loaded, case)
-        if loaded.config["task"] != "ctc":
-            alone = np.stack(outs)
-        else:
-            alone = np.full(padded.shape, np.nan, np.float32)
-            for i, o in enumerate(outs):
+        full = padded[name] if isinstance(padded, dict) else padded
+        if full.ndim == 2:  # one vector per clip
+            alone = np.stack(alone_rows)
+        else:  # frames: NaN where a row alone has none
+            alone = np.full(full.shape, np.nan, np.float32)
+            for i, o in enumerate(alone_rows):
                 alone[i, : o.shape[0]] = o
         valid = np.isfinite(alone)
-        drift = float(np.abs(padded[valid] - alone[valid]).max())
+        drift = float(np.abs(full[valid] - alone[valid]).max())
         loaded.extra["masked_padding_drift"] = max(drift, loaded.extra.get("masked_padding_drift", 0.0))
-        if drift <= PADDING_INVARIANT:
-            return alone
-        return np.where(valid, padded, np.nan).astype(np.float32)
+        out = alone if drift <= PADDING_INVARIANT else np.where(valid, full, np.nan).astype(np.float32)
+        return {name: out} if isinstance(padded, dict) else out
 
     def extra_checks(self, loaded, kind, cases, refs, outs):
         extra, reasons = {}, []
@@ -375,10 +437,9 @@ class Wav2Vec2Spec(ArchSpec):
         if "padding_drift" not in loaded.extra:
             x = self.prepare(loaded, speech_like(16000, 150, 11))
             padded = np.concatenate([x, np.zeros(9600, np.float32)])
-            with torch.inference_mode():
-                a = loaded.model(torch.from_numpy(x)[None])[0].numpy()
-                b = loaded.model(torch.from_numpy(padded)[None])[0].numpy()
-            if loaded.config["task"] == "ctc":
+            a = self._main(loaded, torch.from_numpy(x)[None])[0]
+            b = self._main(loaded, torch.from_numpy(padded)[None])[0]
+            if a.ndim == 2:  # frames
                 b = b[: a.shape[0]]
             loaded.extra["padding_drift"] = float(np.abs(a - b).max())
         return loaded.extra["padding_drift"]
@@ -395,12 +456,11 @@ class Wav2Vec2Spec(ArchSpec):
         cfg = json.loads(json.dumps(loaded.extra["hf_config"]))
         mt = cfg["model_type"]
         task = loaded.config["task"]
-        js_types = JS_CTC_TYPES if task == "ctc" else JS_CLS_TYPES
+        js_types = JS_CTC_TYPES if task == "ctc" else JS_CLS_TYPES  # AutoModel (embeddings) knows the same types
         if mt not in js_types:
-            head = "ForCTC" if task == "ctc" else "ForSequenceClassification"
             cfg["voxport_model_type"] = mt
             cfg["model_type"] = "wav2vec2"
-            cfg["architectures"] = ["Wav2Vec2" + head]
+            cfg["architectures"] = ["Wav2Vec2" + TASK_HEADS[task]]
         for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
             cfg.pop(k, None)
         return cfg
@@ -424,21 +484,37 @@ class Wav2Vec2Spec(ArchSpec):
     def card(self, loaded):
         src = loaded.source
         hub = None if src.get("random_init") or src.get("local") else src.get("checkpoint")
-        ctc = loaded.config["task"] == "ctc"
+        task = loaded.config["task"]
+        ctc = task == "ctc"
         notes = [f"Source model type: `{loaded.config['model_type']}`; "
                  + ("takes `attention_mask` (layer-norm feature encoder): padded batches match each clip alone."
                     if loaded.config["uses_mask"] else
                     f"no attention mask (group-norm feature encoder): outputs change with padding "
                     f"(a clip padded by 60% drifts {self.padding_drift(loaded):.2e} in logits, in PyTorch too); run clips one at a time."),
                  "The convolutional feature encoder stays float in the 8-bit files."]
+        if task == "xvector":
+            cfg = loaded.extra["hf_config"]
+            notes.append(f"`embeddings` [batch, {cfg['xvector_output_dim']}] is the x-vector head's output (`embeddings` of "
+                         "transformers' XVectorOutput); its `logits` (the training objective's input) are not exported.")
+            if loaded.config["uses_mask"]:
+                notes.append("transformers pools a padded row over more TDNN frames than the row has (its TDNN lengths ignore "
+                             "dilation), in PyTorch and here alike: for the same embedding as a clip alone, run clips one at a time.")
+        if task == "frames":
+            notes.append(f"`last_hidden_state` [batch, frames, {loaded.extra['hf_config']['hidden_size']}]: one vector per "
+                         "20 ms frame; the snippet averages them into one vector per clip.")
         if self.hf_config(loaded)["model_type"] != loaded.config["model_type"]:
             notes.append(f"`config.json` says `model_type: wav2vec2` (the original type is kept in `voxport_model_type`): "
                          f"Transformers.js picks its model class by `model_type` and has no {loaded.config['model_type']} "
-                         f"pipeline for this task; its wav2vec2 wrapper runs any graph that maps `input_values` to `logits`.")
+                         f"class for this task; its wav2vec2 wrapper runs any graph with these inputs and outputs.")
         if loaded.source.get("random_init"):
             notes.append("The weights are seeded random numbers: for trying the pipeline, not for real predictions.")
         elif not loaded.extra.get("license") and loaded.extra.get("card_license") in (None, "other"):
             notes.append("The checkpoint came without a licence: add the weights' licence before publishing this folder.")
-        return {"title": f"{loaded.config['model_type']} {'CTC speech recognition' if ctc else 'audio classification'} (ONNX)",
+        what = {"ctc": "CTC speech recognition", "cls": "audio classification", "xvector": "speaker embeddings (x-vector)",
+                "frames": "frame embeddings"}[task]
+        card = {"title": f"{loaded.config['model_type']} {what} (ONNX)",
                 "base_model": hub, "license": loaded.extra.get("card_license") or "other",
-                "pipeline_tag": "automatic-speech-recognition" if ctc else "audio-classification", "notes": notes}
+                "pipeline_tag": self.task(loaded), "notes": notes}
+        if task in ("xvector", "frames"):
+            card["embeddings"] = self.output_names(loaded)[0]
+        return card

@@ -81,7 +81,8 @@ class Judge:
 
     def __init__(self, cases: list, refs: list, tol: Tolerance, kinds: dict | None = None):
         self.cases, self.refs, self.tol, self.kinds = cases, refs, tol, kinds
-        self.metric = "max |dp|" if tol.max_abs_prob is not None or not kinds else "1 - cosine"
+        has_logits = not kinds or "logits" in kinds.values()
+        self.metric = "max |dp|" if (tol.max_abs_prob is not None and has_logits) or not kinds else "1 - cosine"
         self.aim = tol.max_abs_prob if self.metric == "max |dp|" else 1 - (tol.min_cosine or 0.0)
 
     def report(self, outs: list, cases=None, refs=None):

@@ -135,7 +135,7 @@ def compare_outputs(label, kind, runtime, cases, refs, outs, tol, kinds: dict) -
         rep = compare(label, kind, runtime, cases, [r[name] for r in refs], [o[name] for o in outs], tol)
     else:
         rep = FileReport(label, kind, runtime, Status.PASSED, len(cases), nan, nan, nan, nan, 0, 0, 0, 0, _tol(tol))
-    for name in (n for n, k in kinds.items() if k == "embedding"):
+    for name in (n for n, k in kinds.items() if k in ("embedding", "frames")):
         figures, reasons = compare_embeddings(cases, [r[name] for r in refs], [o[name] for o in outs], tol)
         reasons = [f"{name}: {r}" for r in reasons]
         rep = dataclasses.replace(rep, **figures, reasons=rep.reasons + reasons,
@@ -158,22 +158,32 @@ def pairwise_scores(x: np.ndarray) -> np.ndarray:
 
 
 def compare_embeddings(cases, refs, outs, tol) -> tuple:
-    """Embeddings of every row of every case against the reference: (typed figures, failure reasons)."""
-    names, r_rows, o_rows = [], [], []
+    """Embeddings of every row of every case against the reference: (typed figures, failure reasons).
+
+    Frame embeddings ([batch, frames, dim]): cosine and |d| per frame (NaN frames in the reference, which a padded row
+    does not have alone, are not compared); pairwise scores between clips' frame averages, as a user pools them."""
+    names, r_rows, o_rows, r_clips, o_clips = [], [], [], [], []
     for c, ref, out in zip(cases, refs, outs):
         if out.shape != ref.shape:
             return ({"min_cosine": -1.0, "max_abs_embedding": float("inf"), "max_pair_delta": float("inf"), "embedding_rows": 0},
                     [f"{c.name}: output shape {out.shape} != reference {ref.shape}"])
-        r2, o2 = ref.reshape(-1, ref.shape[-1]).astype(np.float64), out.reshape(-1, ref.shape[-1]).astype(np.float64)
-        names += row_names(c, len(r2))
-        r_rows.append(r2)
-        o_rows.append(o2)
+        batch = row_names(c, ref.shape[0])
+        for i in range(ref.shape[0]):
+            r2, o2 = ref[i].reshape(-1, ref.shape[-1]).astype(np.float64), out[i].reshape(-1, ref.shape[-1]).astype(np.float64)
+            valid = np.isfinite(r2).all(-1)
+            r2, o2 = r2[valid], o2[valid]
+            names += [batch[i] + (f" frame {t}" if ref.ndim == 3 else "") for t in np.flatnonzero(valid)]
+            r_rows.append(r2)
+            o_rows.append(o2)
+            r_clips.append(r2.mean(0))
+            o_clips.append(o2.mean(0))
     R, O = np.concatenate(r_rows), np.concatenate(o_rows)
     if not np.isfinite(O).all():
         return ({"min_cosine": -1.0, "max_abs_embedding": float("inf"), "max_pair_delta": float("inf"), "embedding_rows": len(R)},
                 ["non-finite outputs"])
     cos = cosine_rows(R, O)
-    pair = np.abs(pairwise_scores(O) - pairwise_scores(R)) if len(R) > 1 else np.zeros(1)
+    Rc, Oc = np.stack(r_clips), np.stack(o_clips)
+    pair = np.abs(pairwise_scores(Oc) - pairwise_scores(Rc)) if len(Rc) > 1 else np.zeros(1)
     figures = {"min_cosine": float(cos.min()), "max_abs_embedding": float(np.abs(O - R).max()),
                "max_pair_delta": float(pair.max()), "embedding_rows": len(R)}
     reasons = []
@@ -339,6 +349,16 @@ def check_js_outputs(spec, loaded: Loaded, runtime: str) -> None:
                            f"--runtime node; {runtime} is not supported for them yet")
 
 
+def runtime_difference(got: np.ndarray, want: np.ndarray, kind: str) -> float:
+    """One output from Transformers.js against onnxruntime-python on the same file: max |d| for logits; for embeddings
+    max |d| relative to the largest |value| (unnormalised hidden states reach tens, so their rounding is larger in
+    absolute terms while probabilities stay in [0, 1])."""
+    d = float(np.abs(got - want).max()) if got.size else 0.0
+    if kind == "logits":
+        return d
+    return d / max(float(np.abs(want).max()), 1e-12) if want.size else 0.0
+
+
 def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> VerifyReport:
     """A graph with several named outputs (embeddings[, logits]) as Transformers.js users run it: AutoFeatureExtractor +
     AutoModel in Node, every output compared with onnxruntime-python on the same file and with PyTorch."""
@@ -353,7 +373,8 @@ def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> Veri
     for dtype, name in by_dtype.items():
         kind, numeric = file_kind(files[name])
         tol = spec.tolerance(loaded, kind)
-        js_tol = runtime_tolerance("node", numeric)
+        # embeddings: relative differences, with their own bar where the table has one
+        js_tol = runtime_tolerance("node", numeric, relative=any(k != "logits" for k in kinds.values()))
         entry = results.get(dtype) or {"error": "not run"}
         if entry.get("error") or len(entry.get("rows") or []) != len(rows):
             nan = float("nan")
@@ -364,7 +385,7 @@ def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> Veri
         got = [{n: r[n] for n in names} for r in entry["rows"]]
         rep = compare_outputs(name, kind, "node", rows, refs, got, tol, kinds)
         ort_out = py.run_cases(files[name], rows, outputs=names)
-        d_ort = max(float(np.abs(g[n] - o[n]).max()) for g, o in zip(got, ort_out) for n in names)
+        d_ort = max(runtime_difference(g[n], o[n], kinds[n]) for g, o in zip(got, ort_out) for n in names)
         reasons = [f"max |d| vs onnxruntime-python {d_ort:.2e} > {js_tol:.0e}"] if not d_ort <= js_tol else []
         reports.append(dataclasses.replace(
             rep, tolerance={**rep.tolerance, "vs_onnxruntime_python": js_tol},

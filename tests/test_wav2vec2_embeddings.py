@@ -130,3 +130,36 @@ def test_folder_in_transformers_js_node(tmp_path, ckpts, monkeypatch):
     rep = verify_folder(out, runtime="node", loaded=get_arch("wav2vec2").load(checkpoint=ckpt))
     assert rep.passed, rep.to_table()
     assert {f.file for f in rep.files} == {"model.onnx", "model_quantized.onnx"} and all(f.runtime == "node" for f in rep.files)
+
+
+def test_embeddings_flag_adds_frames_to_a_ctc_graph(tmp_path, ckpts):
+    """`--embeddings` on a CTC checkpoint: logits as without it (same transcripts), plus last_hidden_state checked per
+    frame; an x-vector checkpoint already outputs its embeddings, so the flag is refused there."""
+    from click.testing import CliRunner
+
+    from voxport.cli import main
+
+    ckpt = make_checkpoint(str(tmp_path / "ctc"), "wav2vec2", "ctc", "layer", seed=2, spread=True)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["build", "--arch", "wav2vec2", "--checkpoint", ckpt, "--embeddings", "--quantize", "q8",
+                                  "--output-dir", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = {f["file"]: f for f in json.loads(r.stdout)["verify"]["files"]}
+    assert rep["model.onnx"]["max_abs_logit"] <= 1e-4 and rep["model.onnx"]["min_cosine"] >= 0.99999
+    t = rep["model.onnx"]["extra"]["transcripts_equal"].split("/")
+    assert t[0] == t[1]
+    m = onnx.load(str(out / "onnx" / "model.onnx"))
+    assert [o.name for o in m.graph.output] == ["logits", "last_hidden_state"]
+    src = json.loads((out / "voxport.json").read_text())["source"]
+    assert src["embeddings"] is True
+    # the logits are the plain CTC graph's
+    plain = tmp_path / "plain.onnx"
+    export_model("wav2vec2", str(plain), checkpoint=ckpt)
+    x = speech_like(20000, 150, 4)[None]
+    feed = {"input_values": x, "attention_mask": np.ones_like(x, np.int64)}
+    a = ort.InferenceSession(str(out / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)
+    b = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.abs(a[0] - b).max() <= 1e-5 and a[1].shape[:2] == a[0].shape[:2]
+    r = CliRunner().invoke(main, ["build", "--arch", "wav2vec2", "--checkpoint", ckpts[("wavlm", "xvector", "group")],
+                                  "--embeddings", "--output-dir", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "already outputs embeddings" in r.output

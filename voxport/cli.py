@@ -393,7 +393,8 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @click.option("--audio", multiple=True, type=click.Path(), help="Your audio for verify and the keep-float search: files or folders, repeatable.")
 @click.option("--runtime", default="python", show_default=True,
               help="Where to verify, comma-separated: python, node, browser, webgpu.")
-@click.option("--embeddings", is_flag=True, help="Also output the speaker embedding before the last layer (ecapa: 192-d), verified by cosine.")
+@click.option("--embeddings", is_flag=True, help="Also output embeddings, verified by cosine: ecapa the 192-d vector before the last layer, "
+                   "wav2vec2 (classifier or CTC) the encoder's frames (last_hidden_state).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--json", "as_json", is_flag=True)
 def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, size_budget, no_search, audio,

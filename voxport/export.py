@@ -116,7 +116,7 @@ def _torch_export(spec, loaded, route, opset, path):
             else:
                 axes = {n: {0: "batch_size", 1: "num_samples"} for n in names}
                 for out in outputs:
-                    axes[out] = spec.output_axes(loaded) if hasattr(spec, "output_axes") else {0: "batch_size"}
+                    axes[out] = spec.output_axes(loaded, out)
                 torch.onnx.export(module, args, path, dynamo=False, opset_version=opset, input_names=names,
                                   output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
     except ExportError:

@@ -102,6 +102,10 @@ class ArchSpec:
     def example_inputs(self, loaded: Loaded) -> tuple:
         raise NotImplementedError
 
+    def output_axes(self, loaded: Loaded, output: str) -> dict:
+        """The dynamic axes of one output (the TorchScript route names them)."""
+        return {0: "batch_size"}
+
     def check_shapes(self, loaded: Loaded) -> list:
         """(batch, samples) pairs other than the example, run after export to prove axes stay dynamic."""
         n = max(self.min_samples(loaded), 4000)

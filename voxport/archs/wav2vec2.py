@@ -130,11 +130,12 @@ def make_checkpoint(folder: str, model_type: str = "wav2vec2", task: str = "cls"
     return folder
 
 
-def _module(model, uses_mask: bool, task: str):
+def _module(model, uses_mask: bool, task: str, frames: bool = False):
     """The checkpoint's model as one export-ready module: (input_values[, attention_mask]) -> its output(s).
 
     x-vector heads: transformers pools the TDNN frames row by row in a Python loop over the batch (a trace would
-    freeze the batch size); here the same mean and unbiased standard deviation come from a frame mask."""
+    freeze the batch size); here the same mean and unbiased standard deviation come from a frame mask.
+    frames: a classifier or CTC model also returns the encoder's last_hidden_state (its last hidden_states entry)."""
     import torch
 
     class Head(torch.nn.Module):
@@ -145,6 +146,9 @@ def _module(model, uses_mask: bool, task: str):
         def forward(self, input_values, attention_mask=None):
             if task == "xvector":
                 return (self.xvector(input_values, attention_mask),)
+            if frames:
+                out = self.model(input_values, attention_mask=attention_mask, output_hidden_states=True)
+                return out.logits, out.hidden_states[-1]
             out = self.model(input_values, attention_mask=attention_mask)
             return (out.last_hidden_state,) if task == "frames" else out.logits
 
@@ -184,6 +188,7 @@ def _module(model, uses_mask: bool, task: str):
 @register
 class Wav2Vec2Spec(ArchSpec):
     name = "wav2vec2"
+    adds_embeddings = True  # classifier / CTC graphs: --embeddings adds the encoder's last_hidden_state
     # TorchScript for both (opset 17 needs it: dynamo writes 18). At 18, wav2vec2-base-sized cls, 2 threads,
     # 5 s, interleaved runs on a loaded machine: fp32 5247 vs 5197 ms and 6549 vs 5600 ms (TorchScript vs
     # dynamo; onnxsim removes dynamo's IsNaN guards, but 20 Erf stay unfused vs 6 Erf + 14 Gelu), while the
@@ -200,9 +205,20 @@ class Wav2Vec2Spec(ArchSpec):
     tolerance_profile = "wav2vec2"
 
     def load(self, checkpoint=None, random_init=False, seed=0, model_type="wav2vec2", task="cls", norm="layer",
-             preset="tiny", revision=None, local=False, weights=None, **kw) -> Loaded:
+             preset="tiny", revision=None, local=False, weights=None, embeddings=False, **kw) -> Loaded:
         """local/weights: a source record of a local folder (rebuilt from the folder this process loaded).
-        Random weights are saved to a temporary checkpoint, read back whole, and the folder removed."""
+        Random weights are saved to a temporary checkpoint, read back whole, and the folder removed.
+        embeddings: a classifier or CTC graph also outputs the encoder's frame embeddings (`last_hidden_state`)."""
+        loaded = self._load(checkpoint, random_init, seed, model_type, task, norm, preset, revision, local, weights)
+        if embeddings:
+            if loaded.config["task"] not in ("cls", "ctc"):
+                raise CheckpointError(f"--embeddings: this checkpoint's graph already outputs {self.output_names(loaded)[0]}; drop the flag")
+            loaded.source["embeddings"] = True
+            loaded.config["embeddings"] = True
+            loaded.model = _module(loaded.model.model, loaded.config["uses_mask"], loaded.config["task"], frames=True)
+        return loaded
+
+    def _load(self, checkpoint, random_init, seed, model_type, task, norm, preset, revision, local, weights) -> Loaded:
         _quiet_transformers()
         if random_init:
             source = {"arch": self.name, "checkpoint": None, "random_init": True, "seed": seed, "model_type": model_type,
@@ -271,20 +287,28 @@ class Wav2Vec2Spec(ArchSpec):
         return {"ctc": "automatic-speech-recognition", "cls": "audio-classification"}.get(loaded.config["task"], "feature-extraction")
 
     def output_names(self, loaded):
-        return list(HEADS[TASK_HEADS[loaded.config["task"]]][1])
+        return list(self.output_kinds(loaded))
 
     def output_kinds(self, loaded):
-        return dict(HEADS[TASK_HEADS[loaded.config["task"]]][1])
+        kinds = dict(HEADS[TASK_HEADS[loaded.config["task"]]][1])
+        if loaded.config.get("embeddings"):
+            kinds["last_hidden_state"] = "frames"
+        return kinds
 
-    def _main(self, loaded, input_values, attention_mask=None) -> np.ndarray:
-        """The model's (first) output for one batch, as an array."""
+    def _outputs(self, loaded, input_values, attention_mask=None) -> dict:
+        """The model's outputs for one batch: {output name: array}."""
         import torch
 
         args = (input_values,) if not loaded.config["uses_mask"] else (input_values, attention_mask if attention_mask is not None
                                                                         else torch.ones_like(input_values, dtype=torch.int64))
         with torch.inference_mode():
             out = loaded.model(*args)
-        return (out[0] if isinstance(out, tuple) else out).float().numpy()
+        out = out if isinstance(out, tuple) else (out,)
+        return {name: o.float().numpy() for name, o in zip(self.output_names(loaded), out)}
+
+    def _main(self, loaded, input_values, attention_mask=None) -> np.ndarray:
+        """The model's first output for one batch."""
+        return next(iter(self._outputs(loaded, input_values, attention_mask).values()))
 
     def input_names(self, loaded):
         return ["input_values", "attention_mask"] if loaded.config["uses_mask"] else ["input_values"]
@@ -309,8 +333,9 @@ class Wav2Vec2Spec(ArchSpec):
             lo, hi = (mid + 1, hi) if frames(mid) < 2 else (lo, mid)
         return lo
 
-    def output_axes(self, loaded):
-        return {0: "batch_size", 1: "num_frames"} if loaded.config["task"] in ("ctc", "frames") else {0: "batch_size"}
+    def output_axes(self, loaded, output: str):
+        per_frame = output == "last_hidden_state" or loaded.config["task"] == "ctc"
+        return {0: "batch_size", 1: "num_frames"} if per_frame else {0: "batch_size"}
 
     def example_inputs(self, loaded):
         import torch
@@ -390,26 +415,28 @@ class Wav2Vec2Spec(ArchSpec):
             return super().reference(loaded, case)
         import torch
 
-        name = self.output_names(loaded)[0]
-        alone_rows = [self._main(loaded, torch.from_numpy(case.input_values[i:i + 1, :n]))[0] for i, n in enumerate(case.lengths)]
+        rows = [self._outputs(loaded, torch.from_numpy(case.input_values[i:i + 1, :n])) for i, n in enumerate(case.lengths)]
         padded = super().reference(loaded, case)
-        full = padded[name] if isinstance(padded, dict) else padded
-        if full.ndim == 2:  # one vector per clip
-            alone = np.stack(alone_rows)
-        else:  # frames: NaN where a row alone has none
-            alone = np.full(full.shape, np.nan, np.float32)
-            for i, o in enumerate(alone_rows):
-                alone[i, : o.shape[0]] = o
-        valid = np.isfinite(alone)
-        drift = float(np.abs(full[valid] - alone[valid]).max())
-        loaded.extra["masked_padding_drift"] = max(drift, loaded.extra.get("masked_padding_drift", 0.0))
-        out = alone if drift <= PADDING_INVARIANT else np.where(valid, full, np.nan).astype(np.float32)
-        return {name: out} if isinstance(padded, dict) else out
+        result = {}
+        for name, full in (padded.items() if isinstance(padded, dict) else [(self.output_names(loaded)[0], padded)]):
+            if full.ndim == 2:  # one vector per clip
+                alone = np.stack([r[name][0] for r in rows])
+            else:  # frames: NaN where a row alone has none
+                alone = np.full(full.shape, np.nan, np.float32)
+                for i, r in enumerate(rows):
+                    alone[i, : r[name].shape[1]] = r[name][0]
+            valid = np.isfinite(alone)
+            drift = float(np.abs(full[valid] - alone[valid]).max())
+            loaded.extra["masked_padding_drift"] = max(drift, loaded.extra.get("masked_padding_drift", 0.0))
+            result[name] = alone if drift <= PADDING_INVARIANT else np.where(valid, full, np.nan).astype(np.float32)
+        return result if isinstance(padded, dict) else result[self.output_names(loaded)[0]]
 
     def extra_checks(self, loaded, kind, cases, refs, outs):
         extra, reasons = {}, []
         if loaded.config["task"] == "ctc":
             pairs = []
+            if refs and isinstance(refs[0], dict):  # with frame embeddings: transcripts come from the logits
+                refs, outs = [r["logits"] for r in refs], [o["logits"] for o in outs]
             for ref, out in zip(refs, outs):
                 for r, o in zip(ref, out):
                     valid = np.isfinite(r).all(-1)
@@ -499,7 +526,7 @@ class Wav2Vec2Spec(ArchSpec):
             if loaded.config["uses_mask"]:
                 notes.append("transformers pools a padded row over more TDNN frames than the row has (its TDNN lengths ignore "
                              "dilation), in PyTorch and here alike: for the same embedding as a clip alone, run clips one at a time.")
-        if task == "frames":
+        if task == "frames" or loaded.config.get("embeddings"):
             notes.append(f"`last_hidden_state` [batch, frames, {loaded.extra['hf_config']['hidden_size']}]: one vector per "
                          "20 ms frame; the snippet averages them into one vector per clip.")
         if self.hf_config(loaded)["model_type"] != loaded.config["model_type"]:
@@ -515,6 +542,6 @@ class Wav2Vec2Spec(ArchSpec):
         card = {"title": f"{loaded.config['model_type']} {what} (ONNX)",
                 "base_model": hub, "license": loaded.extra.get("card_license") or "other",
                 "pipeline_tag": self.task(loaded), "notes": notes}
-        if task in ("xvector", "frames"):
-            card["embeddings"] = self.output_names(loaded)[0]
+        if task in ("xvector", "frames") or loaded.config.get("embeddings"):
+            card["embeddings"] = self.output_names(loaded)[-1]
         return card

@@ -1,6 +1,23 @@
-// Runs one verify job through Transformers.js pipelines; shared by the Node and browser runners.
+// Runs one verify job through Transformers.js; shared by the Node and browser runners.
 // job: { task, model, dtypes, device, labels: {id: label}, cases: [{ name, rows: [url-or-path] }] }
-// result: { dtype: { load_ms, median_ms, error, cases: [{ name, rows: [probs by label id | text] }] } }
+// task "outputs": the way an embedding model is used, AutoFeatureExtractor + AutoModel, every graph output by name.
+// result: { dtype: { load_ms, median_ms, error, cases: [{ name, rows: [probs by label id | text | {output: {dims, data}}] }] } }
+
+async function outputsModel(transformers, job, options) {
+  const { AutoFeatureExtractor, AutoModel } = transformers;
+  const extractor = await AutoFeatureExtractor.from_pretrained(job.model);
+  const model = await AutoModel.from_pretrained(job.model, options);
+  const run = async (audio) => {
+    const out = await model(await extractor(audio));
+    const named = {};
+    for (const [key, t] of Object.entries(out)) {
+      if (t && t.dims && t.data) named[key] = { dims: t.dims, data: Array.from(t.data) };
+    }
+    return named;
+  };
+  run.dispose = () => model.dispose?.();
+  return run;
+}
 
 export async function runJob(transformers, job, readRow) {
   const { pipeline } = transformers;
@@ -13,7 +30,7 @@ export async function runJob(transformers, job, readRow) {
       const options = { dtype };
       if (job.device) options.device = job.device;
       if (job.session_options) options.session_options = job.session_options;
-      const pipe = await pipeline(job.task, job.model, options);
+      const pipe = job.task === "outputs" ? await outputsModel(transformers, job, options) : await pipeline(job.task, job.model, options);
       entry.load_ms = performance.now() - t0;
       const times = [];
       for (const c of job.cases) {
@@ -21,6 +38,11 @@ export async function runJob(transformers, job, readRow) {
         for (const row of c.rows) {
           const audio = await readRow(row);
           const t = performance.now();
+          if (job.task === "outputs") {
+            rows.push(await pipe(audio));
+            times.push(performance.now() - t);
+            continue;
+          }
           const out = job.task === "automatic-speech-recognition" ? await pipe(audio) : await pipe(audio, { top_k: null });
           times.push(performance.now() - t);
           rows.push(job.task === "automatic-speech-recognition" ? out.text : byLabelId(out, job.labels));

@@ -238,11 +238,6 @@ def test_other_encoders_and_foreign_code_are_refused(tmp_path, folders):
     r = run("build", "--arch", "speechbrain", "--checkpoint", bad, "--output-dir", tmp_path / "out")
     assert_one_line_error(r, "os.system")
     assert not (tmp_path / "out").exists()
-    # Transformers.js runs these folders through AutoModel, which voxport checks in Node: the browser is refused up front
-    r = run("build", "--arch", "speechbrain", "--checkpoint", folders["lid"], "--runtime", "python,browser", "--output-dir",
-            tmp_path / "out")
-    assert_one_line_error(r, "--runtime node")
-    assert not (tmp_path / "out").exists()
 
 
 def test_single_stages_and_a_drifting_file(tmp_path, folders, monkeypatch):
@@ -268,3 +263,20 @@ def test_single_stages_and_a_drifting_file(tmp_path, folders, monkeypatch):
     status = {f["file"]: (f["status"], " ".join(f["reasons"])) for f in json.loads(r.stdout)["files"]}
     assert status["m.onnx"][0] == status["q.onnx"][0] == "passed"
     assert status["bad.onnx"][0] == "failed" and "cosine" in status["bad.onnx"][1]
+
+
+def test_folder_in_chromium(tmp_path, folders, monkeypatch):
+    """AutoFeatureExtractor + AutoModel in headless Chromium (WASM): the language-ID folder's embeddings and scores
+    against onnxruntime-python and SpeechBrain, from the build itself."""
+    import voxport.verify.speech as speech
+
+    monkeypatch.setattr(speech, "speech_clips", lambda sr=16000: [])
+    out = tmp_path / "lid"
+    r = run("build", "--arch", "speechbrain", "--checkpoint", folders["lid"], "--quantize", "q8", "--runtime", "python,browser",
+            "--output-dir", out, "--json")
+    assert r.exit_code == 0, r.output
+    rep = [f for f in json.loads(r.stdout)["verify"]["files"] if f["runtime"] == "browser"]
+    assert {f["file"] for f in rep} == {"model.onnx", "model_quantized.onnx"}
+    fp32 = next(f for f in rep if f["file"] == "model.onnx")
+    assert fp32["min_cosine"] >= FP32_COSINE and fp32["extra"]["max_d_vs_onnxruntime_python"] <= 5e-5
+    assert fp32["extra"]["crossOriginIsolated"] is True and fp32["argmax_agree"] == fp32["argmax_total"] > 10

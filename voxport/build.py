@@ -19,7 +19,7 @@ from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
 from .results import BuildResult
 from .tolerances import SIZE_BUDGET
 from .validate import check_audio_files, check_build_inputs
-from .verify.check import build_cases, check_js_outputs, verify
+from .verify.check import build_cases, verify
 
 
 class BuildFailed(VoxportError):
@@ -80,8 +80,6 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
     say("loading checkpoint")
     loaded = spec.load(checkpoint=checkpoint, random_init=random_init, seed=seed, **(load_options or {}))
     check_audio_files(audio, spec.sample_rate, spec.min_samples(loaded))
-    for r in runtimes:  # a runtime that cannot check this model's outputs fails before any export work
-        check_js_outputs(spec, loaded, r)
     parent = os.path.dirname(os.path.abspath(output_dir))
     created = make_parents(output_dir)  # removed again when nothing is published
     tmp = tempfile.mkdtemp(prefix=".voxport-build-", dir=parent)

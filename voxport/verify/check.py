@@ -262,7 +262,6 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
 
     spec = get_arch(loaded.arch)
     get_runtime(runtime).check()  # before the slow references
-    check_js_outputs(spec, loaded, runtime)
     memo = {} if memo is None else memo
     if "rows" not in memo:
         memo["rows"] = row_cases(build_cases(spec, loaded, audio))
@@ -342,13 +341,6 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
                         reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)}) and onnxruntime-python")
 
 
-def check_js_outputs(spec, loaded: Loaded, runtime: str) -> None:
-    """Graphs with several named outputs run in Transformers.js through AutoModel, which voxport drives in Node only."""
-    if runtime not in ("python", "node") and spec.multi_output(loaded):
-        raise VoxportError(f"{loaded.arch} folders with several outputs (embeddings) are checked in Transformers.js with "
-                           f"--runtime node; {runtime} is not supported for them yet")
-
-
 def runtime_difference(got: np.ndarray, want: np.ndarray, kind: str) -> float:
     """One output from Transformers.js against onnxruntime-python on the same file: max |d| for logits; for embeddings
     max |d| relative to the largest |value| (unnormalised hidden states reach tens, so their rounding is larger in
@@ -361,35 +353,40 @@ def runtime_difference(got: np.ndarray, want: np.ndarray, kind: str) -> float:
 
 def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> VerifyReport:
     """A graph with several named outputs (embeddings[, logits]) as Transformers.js users run it: AutoFeatureExtractor +
-    AutoModel in Node, every output compared with onnxruntime-python on the same file and with PyTorch."""
+    AutoModel in Node or Chromium (WASM, WebGPU), every output compared with onnxruntime-python on the same file and
+    with PyTorch."""
     from .jsrun import run_outputs
     from .runtimes import OnnxRuntimePython
 
     names, kinds = spec.output_names(loaded), spec.output_kinds(loaded)
     by_dtype = {d: n for d, n in DTYPE_FILES.items() if n in files}
-    results = run_outputs(folder, list(by_dtype), [c.input_values[0] for c in rows])
+    rt = get_runtime(runtime)
+    results = run_outputs(folder, list(by_dtype), [c.input_values[0] for c in rows], where=rt.where, device=rt.device,
+                          threads=rt.threads)
+    info = {k: v for k, v in results.pop("info", {}).items() if k in ("threads", "crossOriginIsolated", "webgpu")}
     py = OnnxRuntimePython()
     reports = []
     for dtype, name in by_dtype.items():
         kind, numeric = file_kind(files[name])
         tol = spec.tolerance(loaded, kind)
         # embeddings: relative differences, with their own bar where the table has one
-        js_tol = runtime_tolerance("node", numeric, relative=any(k != "logits" for k in kinds.values()))
+        js_tol = runtime_tolerance(rt.name, numeric, relative=any(k != "logits" for k in kinds.values()))
         entry = results.get(dtype) or {"error": "not run"}
         if entry.get("error") or len(entry.get("rows") or []) != len(rows):
             nan = float("nan")
-            reports.append(FileReport(name, kind, "node", Status.FAILED, len(rows), nan, nan, nan, nan, 0, 0, 0, len(rows),
+            reports.append(FileReport(name, kind, rt.name, Status.FAILED, len(rows), nan, nan, nan, nan, 0, 0, 0, len(rows),
                                       {**_tol(tol), "vs_onnxruntime_python": js_tol},
-                                      reasons=[f"node: {entry.get('error') or 'missing rows'}"]))
+                                      reasons=[f"{rt.name}: {entry.get('error') or 'missing rows'}"], extra=info))
             continue
         got = [{n: r[n] for n in names} for r in entry["rows"]]
-        rep = compare_outputs(name, kind, "node", rows, refs, got, tol, kinds)
+        rep = compare_outputs(name, kind, rt.name, rows, refs, got, tol, kinds)
         ort_out = py.run_cases(files[name], rows, outputs=names)
         d_ort = max(runtime_difference(g[n], o[n], kinds[n]) for g, o in zip(got, ort_out) for n in names)
         reasons = [f"max |d| vs onnxruntime-python {d_ort:.2e} > {js_tol:.0e}"] if not d_ort <= js_tol else []
         reports.append(dataclasses.replace(
             rep, tolerance={**rep.tolerance, "vs_onnxruntime_python": js_tol},
-            extra={**rep.extra, "max_d_vs_onnxruntime_python": d_ort, "load_ms": round(entry["load_ms"], 1)},
+            extra={**rep.extra, "max_d_vs_onnxruntime_python": d_ort, "load_ms": round(entry["load_ms"], 1),
+                   "median_ms": round(entry["median_ms"], 2), **info},
             reasons=rep.reasons + reasons, status=Status.FAILED if rep.reasons or reasons else Status.PASSED))
     ok = all(r.status == Status.PASSED for r in reports)
     return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports, cases=[c.name for c in rows],
@@ -407,8 +404,6 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
     if loaded is None:
         source = read_source(folder)["source"]
         loaded = get_arch(source["arch"]).load(**source)
-    for r in runtimes:
-        check_js_outputs(get_arch(loaded.arch), loaded, r)
     files = folder_files(folder)
     reports, memo = [], {}
     for r in runtimes:

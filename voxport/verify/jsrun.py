@@ -59,35 +59,18 @@ def run_job(folder: str, task: str, dtypes: list, rows: list, labels: dict | Non
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_outputs(folder: str, dtypes: list, rows: list, threads: int | None = None, timeout: int = 1800) -> dict:
-    """Every graph output by name from Transformers.js in Node, loaded as an embedding model is used there
-    (AutoFeatureExtractor + AutoModel). rows: 1-D float32 clips. Returns {dtype: {"load_ms", "error",
-    "rows": [{output name: array}]}}."""
-    check_js()
-    tmp = tempfile.mkdtemp(prefix="voxport-js-")
-    try:
-        paths = []
-        for i, a in enumerate(rows):
-            p = os.path.join(tmp, f"r{i}.f32")
-            np.ascontiguousarray(a, dtype=np.float32).tofile(p)
-            paths.append(p)
-        link = os.path.join(tmp, "model")  # a plain name, as run_job uses
-        os.symlink(os.path.abspath(folder), link)
-        job_path = os.path.join(tmp, "job-in.json")
-        with open(job_path, "w") as f:
-            json.dump({"model": link, "dtypes": dtypes, "rows": paths, "threads": threads}, f)
-        try:
-            proc = subprocess.run(["node", os.path.join(JS_DIR, "run-outputs-node.mjs"), job_path], cwd=JS_DIR,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise VoxportError(f"Transformers.js (node) did not finish in {timeout} s") from None
-        if proc.returncode != 0 or not proc.stdout.strip():
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise VoxportError(f"Transformers.js (node) failed: {err}")
-        out = json.loads(proc.stdout)["results"]
-        for entry in out.values():
-            entry["rows"] = [{k: np.asarray(v["data"], dtype=np.float32).reshape(v["dims"]) for k, v in r.items()}
-                             for r in entry.get("rows") or []]
-        return out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def run_outputs(folder: str, dtypes: list, rows: list, threads: int | None = None, timeout: int = 1800,
+                where: str = "node", device: str | None = None) -> dict:
+    """Every graph output by name from Transformers.js (Node, or Chromium with WASM / WebGPU), loaded as an embedding
+    model is used there (AutoFeatureExtractor + AutoModel). rows: 1-D float32 clips. Returns {dtype: {"load_ms",
+    "error", "rows": [{output name: array}]}, "info": the runner's facts}."""
+    out = run_job(folder, "outputs", dtypes, [(f"r{i}", [a]) for i, a in enumerate(rows)], None, where=where,
+                  device=device, threads=threads, timeout=timeout)
+    results = out.get("results") or {}
+    for entry in results.values():
+        entry["rows"] = [{k: np.asarray(v["data"], dtype=np.float32).reshape(v["dims"]) for k, v in c["rows"][0].items()}
+                         for c in entry.pop("cases", None) or []]
+    for dtype in dtypes:  # a browser that could not start (no WebGPU adapter) returns no results
+        results.setdefault(dtype, {"error": out.get("error") or (out.get("info") or {}).get("webgpu_error") or "not run", "rows": []})
+    results["info"] = {**(out.get("info") or {}), "console": out.get("console", [])}
+    return results

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from make_ecapa_checkpoint import FEMALE, LANGUAGES, MALE  # noqa: E402
 
+from voxport.evaluate.speakers import eer, same_speaker, trial_scores  # noqa: E402
 from voxport.verify.speech import CLIPS, SR, Voice, speech_available, synthesize  # noqa: E402
 
 # sentences every speaker may say (the verification clips' sentences excluded)
@@ -72,17 +73,6 @@ def crop(rng, a: np.ndarray, length: int) -> np.ndarray:
     x = a[start:start + length].astype(np.float64)
     x = x / (np.abs(x).max() + 1e-9) * 10 ** rng.uniform(-1.0, 0.0)
     return np.clip(x + 10 ** rng.uniform(-4.5, -2.5) * rng.standard_normal(length), -1, 1).astype(np.float32)
-
-
-def eer(scores: np.ndarray, same: np.ndarray) -> float:
-    """Equal error rate of verification trials (higher score = same speaker)."""
-    order = np.argsort(-scores)
-    s = same[order]
-    tp = np.cumsum(s) / max(s.sum(), 1)
-    fp = np.cumsum(~s) / max((~s).sum(), 1)
-    fnr = 1 - tp
-    i = int(np.argmin(np.abs(fnr - fp)))
-    return float((fnr[i] + fp[i]) / 2)
 
 
 def main() -> int:
@@ -186,12 +176,8 @@ def main() -> int:
         # held-out trials: every pair of test utterances (training speakers' other sentences + unseen speakers)
         flat = [(i, c) for i, spk in enumerate(test) for c in spk]
         e = embed_clips([c for _, c in flat])
-        e = torch.nn.functional.normalize(e, dim=-1).numpy()
-        who = np.array([i for i, _ in flat])
-        iu = np.triu_indices(len(flat), 1)
-        scores = (e @ e.T)[iu]
-        same = (who[:, None] == who[None, :])[iu]
-        print(f"held-out EER {eer(scores, same):.3f} over {len(scores)} trials ({int(same.sum())} same-speaker); "
+        scores, same = trial_scores(e.numpy()), same_speaker([i for i, _ in flat])
+        print(f"held-out EER {eer(scores, same)[0]:.3f} over {len(scores)} trials ({int(same.sum())} same-speaker); "
               f"training took {time.time() - t0:.0f} s", flush=True)
         heldout = args.folder.rstrip("/") + "-heldout"
         os.makedirs(heldout, exist_ok=True)

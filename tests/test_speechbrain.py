@@ -280,3 +280,37 @@ def test_folder_in_chromium(tmp_path, folders, monkeypatch):
     fp32 = next(f for f in rep if f["file"] == "model.onnx")
     assert fp32["min_cosine"] >= FP32_COSINE and fp32["extra"]["max_d_vs_onnxruntime_python"] <= 5e-5
     assert fp32["extra"]["crossOriginIsolated"] is True and fp32["argmax_agree"] == fp32["argmax_total"] > 10
+
+
+def test_evaluate_speaker_verification(tmp_path, built, folders, ecapa_folder):
+    """`voxport evaluate --labels path,speaker`: every pair of clips is a trial; EER per model, and each file's score
+    changes and decisions against SpeechBrain's. A classifier without embeddings is refused."""
+    import soundfile as sf
+
+    from voxport.evaluate.speakers import eer
+
+    # EER itself: separable scores give 0, reversed ones 1, the threshold between the two groups
+    same = np.array([True, True, False, False, False])
+    assert eer(np.array([0.9, 0.8, 0.3, 0.2, 0.1]), same) == (0.0, pytest.approx(0.55))
+    assert eer(np.array([0.1, 0.2, 0.7, 0.8, 0.9]), same)[0] == 1.0
+    out, r = built
+    assert r.exit_code == 0, r.output
+    rows = ["path,speaker"]
+    for spk in range(3):
+        for u in range(3):
+            name = f"s{spk}_{u}.wav"
+            sf.write(str(tmp_path / name), speech_like(12000 + 3000 * u, 95 + 60 * spk, 10 * spk + u), 16000)
+            rows.append(f"{name},speaker {spk}")
+    (tmp_path / "speakers.csv").write_text("\n".join(rows) + "\n")
+    r = run("evaluate", out, "--labels", tmp_path / "speakers.csv", "--checkpoint", folders["spk"], "--dtype", "fp32,q8",
+            "--max-drop", "5", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    by = {row["model"]: row for row in rep["rows"]}
+    assert list(by) == ["pytorch", "fp32", "q8"] and all(row["trials"] == 36 and row["same_speaker_trials"] == 9 for row in by.values())
+    assert by["fp32"]["max_score_change"] <= 1e-4 and by["fp32"]["agreement_with_pytorch"] == 1.0
+    assert by["fp32"]["eer"] == by["pytorch"]["eer"] and by["q8"]["max_score_change"] <= 0.02
+    assert rep["gate_failures"] == [] and by["q8"]["eer_change_points"] <= 5  # the gate counts EER gains only
+    # a gender classifier has no embeddings: refused with one line
+    r = run("evaluate", ecapa_folder, "--labels", tmp_path / "speakers.csv")
+    assert_one_line_error(r, "no embeddings output")

@@ -16,26 +16,28 @@ from .engine import PYTORCH
 
 
 def read_labels(path: str) -> tuple:
-    """("label" | "text", [(audio path, value)]) from a CSV with a header: path,label or path,text.
-    Relative audio paths are relative to the CSV's folder."""
+    """("label" | "text" | "speaker", [(audio path, value)]) from a CSV with a header: path,label, path,text or
+    path,speaker (speaker verification: every pair of clips is a trial). Relative audio paths are relative to the CSV's
+    folder."""
     if not os.path.isfile(path):
         raise VoxportError(f"labels file not found: {path}; pass a CSV with a header path,label (or path,text for CTC)")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = fields
-        kind = "label" if "label" in fields else "text" if "text" in fields else None
+        kind = next((k for k in ("label", "text", "speaker") if k in fields), None)
         if "path" not in fields or kind is None:
-            raise VoxportError(f"{path} needs a header row with columns path,label (classifiers) or path,text (CTC); got {','.join(fields) or 'nothing'}")
+            raise VoxportError(f"{path} needs a header row with columns path,label (classifiers), path,text (CTC) or "
+                               f"path,speaker (speaker verification); got {','.join(fields) or 'nothing'}")
         base = os.path.dirname(os.path.abspath(path))
         rows = []
         for k, row in enumerate(reader, start=2):
             p, v = (row.get("path") or "").strip(), row.get(kind)
             if not p:
                 raise VoxportError(f"{path} line {k}: empty path")
-            if v is None or (kind == "label" and not v.strip()):
+            if v is None or (kind != "text" and not v.strip()):
                 raise VoxportError(f"{path} line {k}: no {kind} for {p}")
-            rows.append((p if os.path.isabs(p) else os.path.join(base, p), v.strip() if kind == "label" else v))
+            rows.append((p if os.path.isabs(p) else os.path.join(base, p), v.strip() if kind != "text" else v))
     if not rows:
         raise VoxportError(f"{path} has no rows under its header")
     return kind, rows
@@ -53,6 +55,7 @@ class EvalReport:
     max_drop: float | None = None
     gate_failures: list = field(default_factory=list)
     seconds: float = 0.0
+    measure: str = "label"  # what the CSV labels: "label", "text" or "speaker"
 
     @property
     def failed(self) -> list:
@@ -73,7 +76,12 @@ class EvalReport:
     def to_table(self) -> str:
         f = lambda v, fmt="{:.4f}": "-" if v is None else fmt.format(v)  # noqa: E731
         lines = []
-        if self.task == "audio-classification":
+        if self.measure == "speaker":
+            head = ["model", "file", "trials (same)", "EER", "threshold", "max |Δscore|", "same decisions", "ΔEER (pts)"]
+            body = [[r["model"], r["file"] or "-", f"{r['trials']} ({r['same_speaker_trials']})", f(r["eer"]), f(r["threshold"]),
+                     f(r["max_score_change"], "{:.2e}"), f(r["agreement_with_pytorch"]), f(r.get("eer_change_points"), "{:+.2f}")]
+                    for r in self.rows]
+        elif self.task == "audio-classification":
             head = ["model", "file", "accuracy", "F1-macro", "mean conf", "agree w/ PyTorch", "Δacc (pts)"]
             body = [[r["model"], r["file"] or "-", f(r["accuracy"]), f(r["f1_macro"]), f(r["mean_confidence"]),
                      f(r["agreement_with_pytorch"]), f(r.get("accuracy_change_points"), "{:+.2f}")] for r in self.rows]
@@ -82,7 +90,9 @@ class EvalReport:
             body = [[r["model"], r["file"] or "-", f(r["wer"]), f(r["cer"]), f(r["agreement_with_pytorch"]),
                      f(r.get("wer_change_points"), "{:+.2f}"), f(r.get("cer_change_points"), "{:+.2f}")] for r in self.rows]
         lines += _grid(head, body)
-        if self.task == "audio-classification" and self.rows:
+        if self.measure == "speaker" and self.reference:
+            lines += ["", f"same decisions: trials accepted / rejected as {self.reference} does at its EER threshold"]
+        if self.task == "audio-classification" and self.measure == "label" and self.rows:
             classes = list(self.rows[0]["per_class"])
             lines += ["", "per class: precision / recall / F1 (support)"]
             lines += _grid(["class"] + [r["model"] for r in self.rows],
@@ -132,7 +142,12 @@ def compare_rows(rows: list, ref_row: dict | None, kind: str, max_drop: float | 
     for r in rows:
         if ref_row is None or r is ref_row:
             continue
-        if kind == "label":
+        if kind == "speaker":
+            d = None if r["eer"] is None or ref_row["eer"] is None else 100 * (r["eer"] - ref_row["eer"])
+            r["eer_change_points"] = d
+            if max_drop is not None and d is not None and d > max_drop + 1e-9:
+                gate.append(f"{r['model']} gains {d:.2f} EER points (> {max_drop})")
+        elif kind == "label":
             d = None if r["accuracy"] is None or ref_row["accuracy"] is None else 100 * (r["accuracy"] - ref_row["accuracy"])
             r["accuracy_change_points"] = d
             if max_drop is not None and d is not None and -d > max_drop + 1e-9:
@@ -154,9 +169,17 @@ def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: 
     mf = ModelFolder(folder)
     options.check(mf)
     kind, items = read_labels(labels_csv)
-    if mf.is_ctc and kind != "text":
+    if kind == "speaker":
+        from .speakers import EMBEDDING_OUTPUTS
+
+        if not set(EMBEDDING_OUTPUTS) & set(mf.output_names):
+            raise VoxportError(f"{folder} has no embeddings output ({' or '.join(EMBEDDING_OUTPUTS)}): a path,speaker CSV needs "
+                               "a folder built from a speaker model (or with --embeddings)")
+        if options.window_s is not None or mf.is_ctc:
+            options = Options(batch_size=options.batch_size)  # one embedding per whole clip
+    elif mf.is_ctc and kind != "text":
         raise VoxportError(f"{folder} is a CTC folder: the labels CSV needs columns path,text")
-    if not mf.is_ctc and kind != "label":
+    elif not mf.is_ctc and kind != "label":
         raise VoxportError(f"{folder} is a classifier: the labels CSV needs columns path,label")
     if engine not in ("local", "ray"):
         raise VoxportError("--engine is local or ray")
@@ -192,18 +215,30 @@ def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: 
     src = (mf.record.get("source") or {})
     files_col = {PYTORCH: f"{src.get('arch', '?')} ({'random init, seed ' + str(src.get('seed')) if src.get('random_init') else src.get('checkpoint') or checkpoint})"}
     files_col.update({d: f"onnx/{DTYPE_FILES[d]}" for d in dts})
-    per_file = []
+    per_file, embeddings = [], {m: [] for m in models}
     for (p, truth), rec in zip(items, records):
         entry = {"path": p, "status": rec["status"], "error": rec["error"], "truth": truth, "predictions": {}}
         for m, res in rec["results"].items():
-            if kind == "label":
+            if kind == "speaker":
+                from .speakers import clip_embedding
+
+                emb = clip_embedding(res)
+                embeddings[m].append(emb)
+                entry["predictions"][m] = {"embedding_norm": float((emb ** 2).sum() ** 0.5)}
+            elif kind == "label":
                 entry["predictions"][m] = {"label": res["labels"][0]["label"], "score": res["labels"][0]["score"]}
             else:
                 entry["predictions"][m] = res["text"]
         per_file.append(entry)
     ok = [e for e in per_file if e["status"] == "ok"]
     rows = []
-    for m in models:
+    if kind == "speaker":
+        from .speakers import verification_rows
+
+        rows = verification_rows(models, embeddings, [e["truth"] for e in ok], PYTORCH if loaded is not None else "fp32")
+        for r in rows:
+            r["file"], r["n"] = files_col[r["model"]], len(ok)
+    for m in models if kind != "speaker" else []:
         row = {"model": m, "file": files_col[m]}
         if kind == "label":
             row.update(metrics.classification([e["truth"] for e in ok], [e["predictions"][m]["label"] for e in ok],
@@ -223,4 +258,4 @@ def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: 
     if max_drop is not None and len(rows) < 2:
         notes.append("--max-drop compared nothing: only one model was evaluated")
     return EvalReport(folder=folder, task=mf.task, engine=engine, rows=rows, files=per_file, reference=reference if ref_row else None,
-                      notes=notes, max_drop=max_drop, gate_failures=gate, seconds=seconds)
+                      notes=notes, max_drop=max_drop, gate_failures=gate, seconds=seconds, measure=kind)

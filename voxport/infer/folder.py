@@ -146,6 +146,14 @@ class ModelFolder:
     def task(self) -> str:
         return "automatic-speech-recognition" if self.is_ctc else "audio-classification"
 
+    @property
+    def output_names(self) -> list:
+        """The graph's outputs, read from the smallest file (without its external data)."""
+        import onnx
+
+        path = min(self.files.values(), key=os.path.getsize)
+        return [o.name for o in onnx.load(path, load_external_data=False).graph.output]
+
     def default_dtype(self) -> str:
         return "fp32" if "fp32" in self.files else next(iter(self.files))
 

@@ -90,6 +90,12 @@ def test_build_and_parity(tmp_path, ckpts, combo):
     assert ("mean(1)" in card) is (task == "frames")
     meta = {p.key: p.value for p in m.metadata_props}
     assert meta["voxport.task"] == "feature-extraction"
+    # the shortest clip is recorded (an x-vector head needs its TDNN context too): `voxport run` says so on a shorter one
+    from voxport.infer.folder import ModelFolder
+
+    n_min = get_arch("wav2vec2").min_samples(get_arch("wav2vec2").load(checkpoint=ckpts[combo]))
+    mf = ModelFolder(str(out))
+    assert mf.min_samples(mf.open("fp32")) == n_min
 
 
 def test_frames_are_compared_frame_by_frame(ckpts):

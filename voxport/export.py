@@ -68,6 +68,7 @@ def export_model(
             "voxport.source": json.dumps(loaded.source),
             "voxport.keep_float": json.dumps(keep),
             "sample_rate": spec.sample_rate,
+            "voxport.min_samples": spec.min_samples(loaded),  # `voxport run` refuses shorter clips with a message
             **{f"voxport.{k}": v for k, v in spec.metadata(loaded).items()},
             **({"voxport.fused": json.dumps({k: v for k, v in fused.items() if v})} if any(fused.values()) else {}),
         })

@@ -141,18 +141,25 @@ class ModelFolder:
         src = os.path.join(path, SOURCE_FILE)
         self.record = _read_json(src) if os.path.isfile(src) else {}
         self._decoder = None
+        self._graph_info = None
 
     @property
     def task(self) -> str:
-        return "automatic-speech-recognition" if self.is_ctc else "audio-classification"
+        """The task the build recorded in the graph (feature-extraction for embedding models), else from config.json."""
+        return self._graph()[1].get("voxport.task") or ("automatic-speech-recognition" if self.is_ctc else "audio-classification")
 
     @property
     def output_names(self) -> list:
-        """The graph's outputs, read from the smallest file (without its external data)."""
-        import onnx
+        return self._graph()[0]
 
-        path = min(self.files.values(), key=os.path.getsize)
-        return [o.name for o in onnx.load(path, load_external_data=False).graph.output]
+    def _graph(self) -> tuple:
+        """(output names, metadata) of the smallest file, read once without its external data."""
+        if self._graph_info is None:
+            import onnx
+
+            m = onnx.load(min(self.files.values(), key=os.path.getsize), load_external_data=False)
+            self._graph_info = ([o.name for o in m.graph.output], {p.key: p.value for p in m.metadata_props})
+        return self._graph_info
 
     def default_dtype(self) -> str:
         return "fp32" if "fp32" in self.files else next(iter(self.files))

@@ -115,7 +115,8 @@ class RunReport:
             dur = f"{r['duration_s']:.2f} s" if r.get("duration_s") is not None else "-"
             rows.append((r["path"], r["status"], dur, what))
         w = max([len("file")] + [len(p) for p, *_ in rows])
-        lines = [f"{'file':<{w}}  status  duration  {'transcript' if self.task != 'audio-classification' else 'labels'}"]
+        what = {"automatic-speech-recognition": "transcript", "audio-classification": "labels"}.get(self.task, "outputs")
+        lines = [f"{'file':<{w}}  status  duration  {what}"]
         lines += [f"{p:<{w}}  {s:<6}  {d:>8}  {x}" for p, s, d, x in rows]
         lines.append(f"{len(self.results)} files, {self.failed} failed ({os.path.basename(self.folder.rstrip('/'))}, {self.dtype})")
         return "\n".join(lines)
@@ -123,7 +124,7 @@ class RunReport:
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        ctc = self.task != "audio-classification"
+        ctc = self.task == "automatic-speech-recognition"
         w.writerow(["path", "status", "error", "duration_s"] + (["text"] if ctc else ["label", "score"]))
         for r in self.results:
             base = [r["path"], r["status"], r["error"] or "", "" if r.get("duration_s") is None else f"{r['duration_s']:.3f}"]

@@ -13,7 +13,8 @@ import numpy as np
 from . import __version__
 from .archs import Loaded, get_arch
 from .errors import ExportError
-from .onnxutil import atomic_path, file_size, opset_of, reinfer_shapes, save_model, set_metadata
+from .onnxutil import (atomic_path, embed_external, file_size, has_external, opset_of, reinfer_shapes, save_model,
+                       save_with_side_file, set_metadata)
 from .results import ExportResult
 
 OPSETS = (17, 18)
@@ -33,8 +34,16 @@ def export_model(
     loaded: Loaded | None = None,
     external_data: bool | None = None,
     progress=None,
+    keep_external: bool = False,
+    release=None,
+    light_above: int = None,
 ) -> ExportResult:
-    """Export `arch` to `output`; the file appears only when every check passed."""
+    """Export `arch` to `output`; the file appears only when every check passed.
+    keep_external: leave the weights in a side file (`output`_data) whatever the size, for later stages to read
+    the graph without them (a build embeds them when it writes the folder: embed_external). release: called once
+    the PyTorch model has been exported (a build frees its weights there). light_above: export the graph and the
+    weights apart above this many bytes of weights (_export_light) [LIGHT_EXPORT_BYTES]."""
+    light_above = LIGHT_EXPORT_BYTES if light_above is None else light_above
     spec = get_arch(arch)
     if opset not in OPSETS:
         raise ExportError(f"opset {opset} is not supported; use one of {', '.join(map(str, OPSETS))}")
@@ -47,12 +56,14 @@ def export_model(
     with atomic_path(output) as tmp:
         raw = tmp + ".raw.onnx"
         say(f"exporting with {route} at opset {opset}")
-        _torch_export(spec, loaded, route, opset, raw)
+        light = (route == "torchscript" and _weights_bytes(spec.export_module(loaded, route)) > light_above
+                 and _export_light(spec, loaded, opset, raw))
+        if not light:
+            _torch_export(spec, loaded, route, opset, raw)
+        if release is not None:
+            release()  # nothing below runs the PyTorch model
         say("simplifying")
         model, before, after = simplify_file(raw, spec.input_names(loaded), spec.output_names(loaded), spec.simplify_skip)
-        for f in (raw, raw + "_data", raw + ".data"):
-            if os.path.exists(f):
-                os.remove(f)
         if opset_of(model) != opset:
             raise ExportError(f"the exporter wrote opset {opset_of(model)} instead of {opset}")
         model, fused = spec.fuse(loaded, model)
@@ -72,9 +83,18 @@ def export_model(
             **{f"voxport.{k}": v for k, v in spec.metadata(loaded).items()},
             **({"voxport.fused": json.dumps({k: v for k, v in fused.items() if v})} if any(fused.values()) else {}),
         })
-        save_model(model, tmp, external_data)
+        if keep_external or has_external(model):  # weights in the raw export's side file are copied over one at a time
+            save_with_side_file(model, tmp, os.path.dirname(raw))
+        else:
+            save_model(model, tmp, external_data)
+        del model
+        for f in (raw, raw + "_data", raw + ".data"):
+            if os.path.exists(f):
+                os.remove(f)
         say("checking dynamic axes")
         shapes = check_dynamic(tmp, spec, loaded)
+        if not external_data and not keep_external:
+            embed_external(tmp)  # under 2 GB a file ships with its weights inside
         size = file_size(tmp)
     return ExportResult(
         path=output, arch=spec.name, opset=opset, route=route,
@@ -92,11 +112,36 @@ def _check_fused(model):
 
     contrib_shapes(model)
     if model_size(model) < 1_800_000_000:
-        onnx.checker.check_model(model)
+        order = [t.name for t in model.graph.initializer]
+        lifted = _external_as_inputs(model)  # the checker reads a side file only through a path
+        try:
+            onnx.checker.check_model(model)
+        finally:
+            restore_weights(model, lifted, order)
     return model
 
 
-def _torch_export(spec, loaded, route, opset, path):
+def _external_as_inputs(model) -> list:
+    """Initializers with data in a side file become graph inputs of the same type and shape (restore_weights undoes it)."""
+    from onnx import helper
+    from onnx.external_data_helper import uses_external_data
+
+    taken = [t for t in model.graph.initializer if uses_external_data(t)]
+    if not taken:
+        return []
+    keep = [t for t in model.graph.initializer if not uses_external_data(t)]
+    out = []
+    for t in taken:
+        c = type(t)()
+        c.CopyFrom(t)
+        out.append(c)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in out)
+    return out
+
+
+def _torch_export(spec, loaded, route, opset, path, export_params=True):
     import torch
 
     module = spec.export_module(loaded, route)
@@ -119,7 +164,8 @@ def _torch_export(spec, loaded, route, opset, path):
                 for out in outputs:
                     axes[out] = spec.output_axes(loaded, out)
                 torch.onnx.export(module, args, path, dynamo=False, opset_version=opset, input_names=names,
-                                  output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
+                                  output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
+                                  export_params=export_params)
     except ExportError:
         raise
     except Exception as e:
@@ -127,20 +173,170 @@ def _torch_export(spec, loaded, route, opset, path):
         raise ExportError(f"torch.onnx.export ({route}, opset {opset}) failed: {msg[:300]}") from e
 
 
+LIGHT_EXPORT_BYTES = 256 << 20  # models with more weights than this are exported without them (see _export_light)
+
+
+def _weights_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def _export_light(spec, loaded, opset, path) -> bool:
+    """TorchScript export of the graph alone, its weights then written from the PyTorch tensors into a side file
+    (`path`_data) one at a time. torch.onnx.export with the weights holds the model, the folded weights, the
+    serialized protobuf and its Python copy at once: 5.6 GB for XLS-R-300M (1.26 GB of weights); this way the
+    model and one weight. The graph is the same: the graph-only export names each weight as a graph input, a
+    parameter by its name and a Linear weight's folded transpose "onnx::MatMul_<n>", read from the Linear that the
+    MatMul node's scope names. Returns False (nothing written) when a weight cannot be matched so; the caller
+    then exports the usual way."""
+    import re
+
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import helper
+
+    from .onnxutil import external_tensor
+
+    module = spec.export_module(loaded, "torchscript")
+    _torch_export(spec, loaded, "torchscript", opset, path, export_params=False)
+    model = onnx.load(path)
+    state = module.state_dict()
+    names = spec.input_names(loaded)
+    users = {}
+    for n in model.graph.node:
+        for i, x in enumerate(n.input):
+            users.setdefault(x, []).append((n, i))
+    values = []
+    for v in model.graph.input:
+        if v.name in names:
+            continue
+        t = state.get(v.name)
+        if t is None:
+            use = users.get(v.name, [])
+            m = re.fullmatch(r"/(.+)/MatMul", use[0][0].name) if len(use) == 1 and use[0][1] == 1 else None
+            try:
+                lin = module.get_submodule(m.group(1).replace("/", ".")) if m else None
+            except AttributeError:
+                lin = None
+            if not isinstance(lin, torch.nn.Linear) or lin.weight.dim() != 2:
+                return _discard(path)
+            t = lin.weight.t()
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        dtype = v.type.tensor_type.elem_type
+        if list(t.shape) != dims or helper.tensor_dtype_to_np_dtype(dtype) != np.dtype(str(t.dtype).replace("torch.", "")):
+            return _discard(path)
+        values.append((v.name, dtype, dims, t))
+    keep = [v for v in model.graph.input if v.name in names]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    data, offset = os.path.basename(path) + "_data", 0
+    with open(path + "_data", "wb") as f:
+        for name, dtype, dims, t in values:
+            b = t.detach().contiguous().numpy().tobytes()
+            f.write(b)
+            model.graph.initializer.append(external_tensor(name, dtype, dims, data, offset, len(b)))
+            offset += len(b)
+    onnx.save(model, path)
+    return True
+
+
+def _discard(path: str) -> bool:
+    for f in (path, path + "_data"):
+        if os.path.exists(f):
+            os.remove(f)
+    return False
+
+
 def _needs_external(module) -> bool:
     n = sum(p.numel() * p.element_size() for p in module.parameters())
     return n > 1_800_000_000
 
 
-def simplify_file(path: str, input_names: list, output_names, skip=()):
+LIFT_BYTES = 1 << 20  # weights over this size go around onnxsim (see lift_weights)
+
+
+def lift_weights(model, min_bytes: int = LIFT_BYTES, base_dir: str = "") -> list:
+    """Big weights that nothing can be folded from become graph inputs of the same type and shape, in place:
+    onnxsim (and onnxruntime's constant folding inside it) then copies a graph of a few MB instead of every weight
+    several times (XLS-R-300M: 9.3 GB). A weight is lifted when every use is the weight input of a MatMul whose
+    other input is computed from the graph inputs: no constant folding or fusion pass reads it. Returns the
+    initializers taken out, in their order, for restore_weights()."""
+    from onnx import TensorProto, helper
+
+    from .onnxutil import external_info
+
+    consts = {t.name for t in model.graph.initializer} | {""}
+    for n in model.graph.node:
+        if n.op_type == "Constant" or all(x in consts for x in n.input):
+            consts.update(n.output)
+    uses = {}
+    for n in model.graph.node:
+        for i, x in enumerate(n.input):
+            uses.setdefault(x, []).append((n, i))
+    lifted, keep = [], []
+    for t in model.graph.initializer:
+        size = int(external_info(t)["length"]) if t.data_location == TensorProto.EXTERNAL else len(t.raw_data)
+        u = uses.get(t.name, [])
+        if size >= min_bytes and u and all(n.op_type == "MatMul" and i == 1 and n.input[0] not in consts for n, i in u):
+            lifted.append(t)
+        else:
+            keep.append(t)
+    if not lifted:
+        return []
+    taken = []
+    for t in lifted:
+        c = TensorProto()
+        c.CopyFrom(t)
+        taken.append(c)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in taken)
+    return taken
+
+
+def restore_weights(model, lifted: list, order: list | None = None) -> None:
+    """The weights lift_weights() took out back in as initializers (and out of the graph inputs), in place.
+    order: the initializer names before lifting: those kept come back in that order, then the rest as they are
+    (onnxsim's order: the weights it kept, then the constants it made)."""
+    if not lifted:
+        return
+    names = {t.name for t in lifted}
+    keep = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    if order is None:
+        model.graph.initializer.extend(lifted)
+        return
+    now = {t.name: t for t in model.graph.initializer}
+    now.update({t.name: t for t in lifted})
+    rank = {n: i for i, n in enumerate(order)}
+    seq = [n for n in order if n in now] + [t.name for t in model.graph.initializer if t.name not in rank]
+    tensors = [now[n] for n in seq]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(tensors)
+
+
+def simplify_file(path: str, input_names: list, output_names, skip=(), lift: int | None = -1):
     """onnxsim constant folding, then fresh shape inference and the full checker. Returns (model, nodes before, after).
-    output_names: the expected outputs (a list, or one name); skip: onnxsim optimizer passes not to run."""
+    output_names: the expected outputs (a list, or one name); skip: onnxsim optimizer passes not to run.
+    lift: weights of at least this many bytes go around onnxsim (lift_weights), -1: LIFT_BYTES, None: none (nor in
+    graphs with BatchNormalization: batchnorm_2d_to_affine runs them). A file with a side
+    file keeps its big weights there: the model returned refers to them (tensors with external data)."""
     import onnx
     import onnxsim
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-    model = onnx.load(path)
+    base = os.path.dirname(os.path.abspath(path))
+    model = onnx.load(path, load_external_data=False)
     before = len(model.graph.node)
     del model.graph.value_info[:]  # stale annotations from the exporter break shape inference
+    lift = LIFT_BYTES if lift == -1 else lift
+    bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    order = [t.name for t in model.graph.initializer]
+    lifted = lift_weights(model, lift) if lift is not None and not bn else []
+    for t in model.graph.initializer:
+        if uses_external_data(t):
+            load_external_data_for_tensor(t, base)
     big = model.ByteSize() > 1_800_000_000
     try:
         simple, ok = onnxsim.simplify(model, check_n=0, skip_shape_inference=big, skipped_optimizers=list(skip) or None)
@@ -148,12 +344,14 @@ def simplify_file(path: str, input_names: list, output_names, skip=()):
         raise ExportError(f"onnxsim failed: {str(e).splitlines()[0][:300]}") from e
     if not ok:
         raise ExportError("onnxsim could not validate the simplified graph")
+    del model
     constants_to_initializers(simple)
     if not big:
         simple = reinfer_shapes(simple)
         if batchnorm_2d_to_affine(simple, input_names):
             simple = reinfer_shapes(simple)
         onnx.checker.check_model(simple, full_check=True)
+    restore_weights(simple, lifted, order)
     got = [i.name for i in simple.graph.input]
     want = [output_names] if isinstance(output_names, str) else list(output_names)
     if got != list(input_names) or [o.name for o in simple.graph.output] != want:

@@ -44,12 +44,18 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
     inference, in place. Weights over `big` bytes are set aside meanwhile, so models over 2 GB are annotated too."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    from onnx import TensorProto
+
     del model.graph.value_info[:]
-    aside = {}
+    aside, outside = {}, {}
     for t in model.graph.initializer:
         if len(t.raw_data) > big:
             aside[t.name] = t.raw_data
             t.ClearField("raw_data")
+        elif t.data_location == TensorProto.EXTERNAL:  # read as the weights set aside are: no data
+            outside[t.name] = list(t.external_data)
+            del t.external_data[:]
+            t.ClearField("data_location")
     # guess_output_rank: ops it has no rule for (QAttention) get the rank and type of their first input, so the
     # inference goes on past them. Its infer_shapes() is not called: where inference stays incomplete it saves a
     # file into the working directory and raises; here what was inferred is kept.
@@ -63,6 +69,9 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
         for t in model.graph.initializer:
             if t.name in aside:
                 t.raw_data = aside[t.name]
+            elif t.name in outside:
+                t.data_location = TensorProto.EXTERNAL
+                t.external_data.extend(outside[t.name])
     # a guess can be wrong (QAttention's first input is uint8, its output float): no annotation rather than a wrong one
     # (standard ONNX ops it has no rule for go through ONNX's own inference: those annotations are real)
     guessed = {o for n in model.graph.node if n.domain not in ("", "ai.onnx") and n.op_type not in sym.dispatcher_
@@ -139,3 +148,186 @@ def topological_sort(model) -> None:
         pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def external_tensor(name: str, data_type: int, dims, location: str, offset: int, length: int):
+    """A TensorProto whose data lies in a side file (`location`, relative to the model's folder)."""
+    from onnx import TensorProto
+
+    t = TensorProto(name=name, data_type=data_type, dims=list(dims), data_location=TensorProto.EXTERNAL)
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    return t
+
+
+def external_info(tensor) -> dict:
+    return {e.key: e.value for e in tensor.external_data}
+
+
+def has_external(model) -> bool:
+    from onnx import TensorProto
+
+    return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def tensor_bytes(tensor, base_dir: str) -> bytes:
+    """The raw bytes of an initializer, read from its side file when it has one."""
+    from onnx import TensorProto
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return tensor.raw_data
+    info = external_info(tensor)
+    with open(os.path.join(base_dir, info["location"]), "rb") as f:
+        f.seek(int(info.get("offset", 0)))
+        return f.read(int(info["length"]))
+
+
+def tensor_array(tensor, base_dir: str):
+    """An initializer's value as a numpy array (its side file read when it has one)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    return np.frombuffer(tensor_bytes(tensor, base_dir), dtype=dtype).reshape(tuple(tensor.dims))
+
+
+def load_light(path: str):
+    """The model at `path` with the data of its side file left there (a few MB for any size)."""
+    import onnx
+
+    return onnx.load(path, load_external_data=False)
+
+
+def embed_external(path: str) -> bool:
+    """A file whose weights lie in a side file, under protobuf's limit, rewritten with its weights inside (the form
+    a small model ships in). Writes the file tensor by tensor: the weights are never all in memory. Returns whether
+    it rewrote the file."""
+    data = path + "_data"
+    if not os.path.exists(data) or file_size(path) > EXTERNAL_DATA_THRESHOLD:
+        return False
+    model = load_light(path)
+    base = os.path.dirname(os.path.abspath(path))
+    tmp = path + ".embed.tmp"
+    # a GraphProto is its fields in any order and a ModelProto field repeated is merged, but onnx.save writes the
+    # graph's fields in field-number order: the same bytes come from writing that order with each tensor filled in
+    try:
+        _write_embedded(model, base, tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    os.replace(tmp, path)
+    os.remove(data)
+    return True
+
+
+def _write_embedded(model, base: str, tmp: str) -> None:
+    from onnx import ModelProto
+
+    with open(tmp, "wb") as f:
+        head = ModelProto()
+        head.CopyFrom(model)
+        head.ClearField("graph")
+        before, after = ModelProto(), ModelProto()
+        for fd, value in head.ListFields():
+            target = before if fd.number < 7 else after  # ModelProto.graph is field 7
+            if fd.is_repeated:
+                getattr(target, fd.name).extend(value)
+            elif fd.message_type is not None:
+                getattr(target, fd.name).CopyFrom(value)
+            else:
+                setattr(target, fd.name, value)
+        parts = _graph_parts(model.graph)
+        f.write(before.SerializeToString())
+        f.write(_varint(7 << 3 | 2) + _varint(sum(n for _, n in parts)))
+        for part, _ in parts:
+            if isinstance(part, bytes):
+                f.write(part)
+            else:  # an external tensor: its fields, then its raw_data (field 9) read now
+                meta, t = part
+                f.write(meta)
+                f.write(tensor_bytes(t, base))
+        f.write(after.SerializeToString())
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _graph_parts(graph) -> list:
+    """The serialized GraphProto as (bytes, length) parts in field-number order (onnx.save's order); an external
+    tensor is ((its serialized fields and raw_data's tag and length, tensor), length) for the caller to fill in."""
+    from onnx import GraphProto, TensorProto
+
+    out = []
+    for fd in sorted(GraphProto.DESCRIPTOR.fields, key=lambda fd: fd.number):
+        if fd.name == "initializer":
+            for t in graph.initializer:
+                if t.data_location != TensorProto.EXTERNAL:
+                    b = t.SerializeToString()
+                    out.append((_varint(5 << 3 | 2) + _varint(len(b)) + b, len(_varint(len(b))) + 1 + len(b)))
+                    continue
+                meta = TensorProto()
+                meta.CopyFrom(t)
+                meta.ClearField("data_location")
+                del meta.external_data[:]
+                if any(f.number > 9 for f, _ in meta.ListFields()):
+                    raise ValueError(f"tensor {t.name} has fields after raw_data; cannot stream it")
+                n = int(external_info(t)["length"])
+                m = meta.SerializeToString() + _varint(9 << 3 | 2) + _varint(n)
+                size = len(m) + n
+                head = _varint(5 << 3 | 2) + _varint(size)
+                out.append(((head + m, t), len(head) + size))
+            continue
+        part = GraphProto()
+        if fd.is_repeated:
+            if not len(getattr(graph, fd.name)):
+                continue
+            getattr(part, fd.name).extend(getattr(graph, fd.name))
+        elif graph.HasField(fd.name):
+            if fd.message_type is not None:
+                getattr(part, fd.name).CopyFrom(getattr(graph, fd.name))
+            else:
+                setattr(part, fd.name, getattr(graph, fd.name))
+        else:
+            continue
+        b = part.SerializeToString()
+        out.append((b, len(b)))
+    return out
+
+
+def save_with_side_file(model, path: str, base_dir: str = "", threshold: int = 1024) -> None:
+    """Save with every weight of `threshold` bytes or more in `path`_data: tensors whose data is already in a side
+    file (relative to base_dir) are copied from it one at a time, so the weights are never all in memory."""
+    import onnx
+    from onnx import TensorProto
+
+    data = path + "_data"
+    offset = 0
+    with open(data, "wb") as f:
+        for t in model.graph.initializer:
+            if t.data_location == TensorProto.EXTERNAL:
+                b = tensor_bytes(t, base_dir)
+            elif len(t.raw_data) >= threshold:
+                b = t.raw_data
+            else:
+                continue
+            f.write(b)
+            info = external_tensor(t.name, t.data_type, t.dims, os.path.basename(data), offset, len(b))
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            del t.external_data[:]
+            t.external_data.extend(info.external_data)
+            offset += len(b)
+    onnx.save(model, path)

@@ -12,7 +12,7 @@ import time
 
 from .errors import VoxportError
 from .export import export_model
-from .onnxutil import file_size
+from .onnxutil import embed_external, file_size
 from .package import DTYPE_FILES, make_parents, publish, remove_empty, write_folder
 from .quantize import Skipped, quantize
 from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
@@ -45,6 +45,28 @@ def peak_rss_mb() -> float:
 def peak_rss_children_mb() -> float:
     """Peak resident memory of the largest finished child process (Node, Chromium), MB."""
     return _max_rss_mb(resource.RUSAGE_CHILDREN)
+
+
+def references(spec, loaded, cases: list, say) -> list:
+    """PyTorch's outputs for every case, with counts when it takes a while."""
+    refs, t0, last = [], time.time(), time.time()
+    for i, c in enumerate(cases):
+        refs.append(spec.reference(loaded, c))
+        if time.time() - last > 10 and i + 1 < len(cases):
+            last = time.time()
+            say(f"references: {i + 1}/{len(cases)} cases, ~{(last - t0) / (i + 1) * (len(cases) - i - 1):.0f} s left")
+    return refs
+
+
+def release_model(spec, loaded, cases: list, refs: list) -> None:
+    """The PyTorch model's weights freed once it is exported (the module stays, on the meta device, for what reads
+    its configuration): nothing after runs it. What verify asks of the model besides the references (wav2vec2's
+    padding drift) is computed first, and cached by the architecture."""
+    spec.extra_checks(loaded, "fp32", cases, refs, refs)
+    loaded.model.to("meta")
+    import gc
+
+    gc.collect()
 
 
 def record_build(folder: str, wall_s: float) -> dict:
@@ -87,14 +109,20 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         onnx_dir = os.path.join(tmp, "onnx")
         os.makedirs(onnx_dir)
         fp32 = os.path.join(onnx_dir, DTYPE_FILES["fp32"])
-        ex = export_model(arch, fp32, loaded=loaded, opset=opset, progress=say)
-        qs, skipped, fits = [], {}, {}
+        # the PyTorch references first: once the model is exported its weights can go (python-only verify)
         say("computing PyTorch references")
         cases = build_cases(spec, loaded, audio)
-        refs = [spec.reference(loaded, c) for c in cases]
+        refs = references(spec, loaded, cases, say)
         kinds = spec.output_kinds(loaded) if spec.multi_output(loaded) else None  # several outputs: each judged as verify does
-        config_path = os.path.join(tmp, "quantize_config.json")
         calibration = calibration_cases(spec, loaded)
+        release = None
+        if tuple(runtimes) == ("python",):  # the Transformers.js checks compute their own references later
+            release = lambda: release_model(spec, loaded, cases, refs)  # noqa: E731
+        # the files keep their weights in side files while the build works on them (every stage reads the graph
+        # without its weights); they get them back inside, under 2 GB, before the folder is written
+        ex = export_model(arch, fp32, loaded=loaded, opset=opset, progress=say, keep_external=True, release=release)
+        qs, skipped, fits, measured = [], {}, {}, {}
+        config_path = os.path.join(tmp, "quantize_config.json")
         for mode in quantize_modes:
             say(f"quantizing ({mode})")
             out = os.path.join(onnx_dir, DTYPE_FILES[mode])
@@ -117,7 +145,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
                 if mode == "q8" and q8_target is not None:
                     target = bar = dataclasses.replace(target, max_abs_prob=q8_target)
                 q, fr = fit_any(fp32, out, mode, make, cases, refs, target, bias_correction=rec.bias_correction,
-                                size_budget=size_budget, progress=say, bar=bar, kinds=kinds)
+                                size_budget=size_budget, progress=say, bar=bar, kinds=kinds, measured=measured)
                 qs.append(q)
                 fits[mode] = fr
                 say(fr.summary())
@@ -126,7 +154,9 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
                 say(str(e))
         say("verifying against PyTorch")
         files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}
-        report = verify(files, loaded, cases=cases, refs=refs)
+        report = verify(files, loaded, cases=cases, refs=refs, progress=say, known=measured)
+        for p in files.values():
+            embed_external(p)
         sizes = {name: file_size(p) for name, p in files.items()}
         say("writing folder")
         write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped, name=os.path.basename(os.path.abspath(output_dir)))

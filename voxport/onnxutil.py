@@ -103,11 +103,14 @@ def save_model(model, path: str, external_data: bool | None = None) -> None:
 
 
 def file_size(path: str) -> int:
-    """Size of an ONNX file plus its external data file if it has one."""
+    """Size of an ONNX file plus its external data file if it has one; for a file under 2 GB whose weights are
+    in a side file only while a build works on it, the size it has once they are inside (embed_external)."""
     size = os.path.getsize(path)
     data = path + "_data"
     if os.path.exists(data):
         size += os.path.getsize(data)
+        if size <= EXTERNAL_DATA_THRESHOLD:
+            return embedded_size(path)
     return size
 
 
@@ -206,7 +209,7 @@ def embed_external(path: str) -> bool:
     a small model ships in). Writes the file tensor by tensor: the weights are never all in memory. Returns whether
     it rewrote the file."""
     data = path + "_data"
-    if not os.path.exists(data) or file_size(path) > EXTERNAL_DATA_THRESHOLD:
+    if not os.path.exists(data) or os.path.getsize(path) + os.path.getsize(data) > EXTERNAL_DATA_THRESHOLD:
         return False
     model = load_light(path)
     base = os.path.dirname(os.path.abspath(path))
@@ -224,25 +227,39 @@ def embed_external(path: str) -> bool:
     return True
 
 
-def _write_embedded(model, base: str, tmp: str) -> None:
+def _layout(model) -> tuple:
+    """(bytes before the graph, the graph's tag and length, its parts (_graph_parts), bytes after): the model's
+    serialized form with every tensor inside, as onnx.save writes it (fields in field-number order)."""
     from onnx import ModelProto
 
+    head = ModelProto()
+    head.CopyFrom(model)
+    head.ClearField("graph")
+    before, after = ModelProto(), ModelProto()
+    for fd, value in head.ListFields():
+        target = before if fd.number < 7 else after  # ModelProto.graph is field 7
+        if fd.is_repeated:
+            getattr(target, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(target, fd.name).CopyFrom(value)
+        else:
+            setattr(target, fd.name, value)
+    parts = _graph_parts(model.graph)
+    tag = _varint(7 << 3 | 2) + _varint(sum(n for _, n in parts))
+    return before.SerializeToString(), tag, parts, after.SerializeToString()
+
+
+def embedded_size(path: str) -> int:
+    """Bytes the file at `path` takes with the weights of its side file inside."""
+    before, tag, parts, after = _layout(load_light(path))
+    return len(before) + len(tag) + sum(n for _, n in parts) + len(after)
+
+
+def _write_embedded(model, base: str, tmp: str) -> None:
+    before, tag, parts, after = _layout(model)
     with open(tmp, "wb") as f:
-        head = ModelProto()
-        head.CopyFrom(model)
-        head.ClearField("graph")
-        before, after = ModelProto(), ModelProto()
-        for fd, value in head.ListFields():
-            target = before if fd.number < 7 else after  # ModelProto.graph is field 7
-            if fd.is_repeated:
-                getattr(target, fd.name).extend(value)
-            elif fd.message_type is not None:
-                getattr(target, fd.name).CopyFrom(value)
-            else:
-                setattr(target, fd.name, value)
-        parts = _graph_parts(model.graph)
-        f.write(before.SerializeToString())
-        f.write(_varint(7 << 3 | 2) + _varint(sum(n for _, n in parts)))
+        f.write(before)
+        f.write(tag)
         for part, _ in parts:
             if isinstance(part, bytes):
                 f.write(part)
@@ -250,7 +267,7 @@ def _write_embedded(model, base: str, tmp: str) -> None:
                 meta, t = part
                 f.write(meta)
                 f.write(tensor_bytes(t, base))
-        f.write(after.SerializeToString())
+        f.write(after)
 
 
 def _varint(n: int) -> bytes:
@@ -275,6 +292,11 @@ def _graph_parts(graph) -> list:
         if fd.name == "initializer":
             for t in graph.initializer:
                 if t.data_location != TensorProto.EXTERNAL:
+                    if t.HasField("data_location"):  # DEFAULT written out (onnx.load of a side file sets it): as if never set
+                        c = TensorProto()
+                        c.CopyFrom(t)
+                        c.ClearField("data_location")
+                        t = c
                     b = t.SerializeToString()
                     out.append((_varint(5 << 3 | 2) + _varint(len(b)) + b, len(_varint(len(b))) + 1 + len(b)))
                     continue

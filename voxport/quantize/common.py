@@ -6,7 +6,7 @@ import os
 import time
 
 from ..errors import QuantizeError
-from ..onnxutil import file_size, read_metadata, reinfer_shapes, save_model, set_metadata
+from ..onnxutil import EXTERNAL_DATA_THRESHOLD, file_size, read_metadata, reinfer_shapes, save_model, set_metadata
 from ..results import QuantizeResult
 
 
@@ -39,6 +39,12 @@ def has_external_data(path: str) -> bool:
     return os.path.exists(path + "_data")
 
 
+def over_2gb(path: str) -> bool:
+    """The file's weights cannot be inside it (a build keeps smaller files' weights in side files only while it
+    works on them: what is made from them is written as it would be from the single file)."""
+    return has_external_data(path) and file_size(path) > EXTERNAL_DATA_THRESHOLD
+
+
 def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dict, keep: list, t0: float,
            infer: bool = True, search: dict | None = None) -> QuantizeResult:
     """Fresh shape annotations, the source's metadata plus the options (and what the keep-float search kept, why),
@@ -64,7 +70,7 @@ def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dic
     onnx.checker.check_model(model)
     if os.path.exists(tmp + "_data"):
         os.remove(tmp + "_data")
-    save_model(model, tmp, True if has_external_data(input_path) else None)
+    save_model(model, tmp, True if over_2gb(input_path) else None)
     return QuantizeResult(path=tmp, mode=mode, size_bytes=file_size(tmp), source_size_bytes=file_size(input_path),
                           kept_float=keep, options=options, seconds=time.time() - t0)
 
@@ -164,7 +170,7 @@ def correct_biases(model, input_path: str, keep: list, calibration: list | None,
     """Bias correction (see bias.py) on a quantized model in memory, recorded in options."""
     if not calibration:
         return
-    if has_external_data(input_path):
+    if over_2gb(input_path):
         options["bias_correction"] = "not applied: the float model is stored with external data (over 2 GB)"
         return
     import onnx

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import QuantizeError
 from ..results import _ToDict
 from ..tolerances import FIT_MARGIN, SIZE_BUDGET, Tolerance
-from .common import FLOAT_ACTIVATIONS, FLOAT_WEIGHTS, channel_axis
+from .common import FLOAT_ACTIVATIONS, FLOAT_WEIGHTS, channel_axis, has_external_data
 
 SWITCH = "voxport_switch"
 SEARCH_MODES = ("q8", "int8", "uint8")  # file kinds whose 8-bit weights the search can trade back to float
@@ -111,46 +111,57 @@ def shipped_weights(quantized, nodes: list) -> dict:
     """weight name -> the dequantized values a quantized file (path or model) holds for it (weight-only `_int8`
     or onnxruntime's `_quantized` initializers), for the nodes the method quantized."""
     import onnx
-    from onnx import numpy_helper
 
     q = onnx.load(quantized) if isinstance(quantized, str) else quantized
     inits = {i.name: i for i in q.graph.initializer}
     out = {}
     for node, w in nodes:
-        # onnxruntime stores a Gemm's transB weight transposed, as a MatMul's [K, N]
-        base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
-        if base is None or base + "_scale" not in inits:
-            continue
-        qname = next(base + s for s in ("_int8", "_quantized") if base + s in inits)
-        qv = numpy_helper.to_array(inits[qname]).astype(np.float64)
-        scale = numpy_helper.to_array(inits[base + "_scale"]).astype(np.float64)
-        zp = (numpy_helper.to_array(inits[base + "_zero_point"]).astype(np.float64) if base + "_zero_point" in inits
-              else np.zeros_like(scale))
-        transposed = base != w
-        if scale.size > 1:
-            shape = [1] * qv.ndim
-            shape[qv.ndim - 1 if transposed else channel_axis(node, qv.shape)] = -1
-            scale, zp = scale.reshape(shape), zp.reshape(shape)
-        deq = (qv - zp) * scale
-        out[w] = (deq.T if transposed else deq).astype(np.float32)
+        deq = shipped_weight(inits, node, w)
+        if deq is not None:
+            out[w] = deq
     return out
 
 
-def shipped_biases(quantized_path: str, fp32_model, nodes: list) -> dict:
+def shipped_weight(inits: dict, node, w: str, base_dir: str = ""):
+    """The dequantized values the quantized file's initializers (`inits`, data in a side file under base_dir if
+    so) hold for node's weight `w`, or None when the method left it float."""
+    from ..onnxutil import tensor_array
+
+    # onnxruntime stores a Gemm's transB weight transposed, as a MatMul's [K, N]
+    base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
+    if base is None or base + "_scale" not in inits:
+        return None
+    qname = next(base + s for s in ("_int8", "_quantized") if base + s in inits)
+    qv = tensor_array(inits[qname], base_dir).astype(np.float64)
+    scale = tensor_array(inits[base + "_scale"], base_dir).astype(np.float64)
+    zp = (tensor_array(inits[base + "_zero_point"], base_dir).astype(np.float64) if base + "_zero_point" in inits
+          else np.zeros_like(scale))
+    transposed = base != w
+    if scale.size > 1:
+        shape = [1] * qv.ndim
+        shape[qv.ndim - 1 if transposed else channel_axis(node, qv.shape)] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    deq = (qv - zp) * scale
+    return (deq.T if transposed else deq).astype(np.float32)
+
+
+def shipped_biases(quantized_path: str, fp32_model, nodes: list, fp32_dir: str = "") -> dict:
     """bias name -> (index of its node in `nodes`, shipped minus float values) where the quantized file moved a
-    node's bias (bias correction)."""
+    node's bias (bias correction). fp32_dir: where fp32_model's side file is, if it has one."""
     import onnx
-    from onnx import numpy_helper
 
     from .bias import layer_biases
 
-    q = {i.name: i for i in onnx.load(quantized_path).graph.initializer}
+    from ..onnxutil import load_light, tensor_array
+
+    q = {i.name: i for i in load_light(quantized_path).graph.initializer}
+    qbase = os.path.dirname(os.path.abspath(quantized_path))
     f = {i.name: i for i in fp32_model.graph.initializer}
     index = {n.name: i for i, (n, _) in enumerate(nodes)}
     out = {}
     for node_name, b in layer_biases(fp32_model, nodes).items():
         if b in q and b in f and q[b].data_type == onnx.TensorProto.FLOAT:
-            d = numpy_helper.to_array(q[b]) - numpy_helper.to_array(f[b])
+            d = tensor_array(q[b], qbase) - tensor_array(f[b], fp32_dir)
             if np.any(d):
                 out[b] = (index[node_name], d.astype(np.float32))
     return out
@@ -161,16 +172,66 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: 
     with the corrected one); for dynamic files entry len(nodes) + i mixes node i's input activation with the
     activation's 8-bit round trip."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     model = onnx.load(fp32_path)
     inits = {i.name: i for i in model.graph.initializer}
+    return _switch(model, nodes, lambda node, w: deq[w] - numpy_helper.to_array(inits[w]), numpy_helper.from_array,
+                   dynamic, biases)
+
+
+def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic: bool, biases: dict | None, dest: str) -> None:
+    """switch_model() written to `dest`, beside the fp32 file, without holding the weights: the float weights stay
+    in the fp32 file (its side file, when it has one), and each node's difference to its quantized weights is
+    computed from one weight at a time and written to `dest`_data. Same graph, same numbers."""
+    import onnx
+
+    from ..onnxutil import external_tensor, load_light, tensor_array
+
+    base = os.path.dirname(os.path.abspath(fp32_path))
+    if os.path.dirname(os.path.abspath(dest)) != base:
+        raise ValueError("the switch graph must be written beside the fp32 file (it reads the fp32 file's side file)")
+    model = load_light(fp32_path)
+    inits = {i.name: i for i in model.graph.initializer}
+    q = load_light(quantized_path)
+    qinits = {i.name: i for i in q.graph.initializer}
+    qbase = os.path.dirname(os.path.abspath(quantized_path))
+    data = open(dest + "_data", "wb")
+    where = [0]
+
+    def delta(node, w):
+        return shipped_weight(qinits, node, w, qbase) - tensor_array(inits[w], base)
+
+    def store(arr, name):
+        if arr.nbytes < 1024:
+            from onnx import numpy_helper
+
+            return numpy_helper.from_array(arr, name)
+        b = np.ascontiguousarray(arr).tobytes()
+        data.write(b)
+        t = external_tensor(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape, os.path.basename(dest) + "_data",
+                            where[0], len(b))
+        where[0] += len(b)
+        return t
+
+    try:
+        model = _switch(model, nodes, delta, store, dynamic, biases)
+    finally:
+        data.close()
+    onnx.save(model, dest)
+
+
+def _switch(model, nodes: list, delta, store, dynamic: bool, biases: dict | None):
+    """switch_model's graph surgery on `model`; delta(node, w) -> quantized minus float weights, store(array, name)
+    -> the initializer holding it."""
+    from onnx import TensorProto, helper
+
     model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes) * (2 if dynamic else 1)]))
     by_name = {n.name: i for i, (n, _) in enumerate(nodes)}
     new, added = [], []
-    for b, (i, delta) in (biases or {}).items():
+    for b, (i, db) in (biases or {}).items():
         base = f"voxport_swb{i}"
-        added += [numpy_helper.from_array(delta, base + "_delta"), numpy_helper.from_array(np.array([i], np.int64), base + "_idx")]
+        added += [store(db, base + "_delta"), store(np.array([i], np.int64), base + "_idx")]
         new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
         new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_db"]))
         new.append(helper.make_node("Add", [b, base + "_db"], [base + "_b"]))
@@ -183,15 +244,14 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: 
         if i is not None:
             w = node.input[1]
             base = f"voxport_sw{i}"
-            delta = deq[w] - numpy_helper.to_array(inits[w])
-            added += [numpy_helper.from_array(delta, base + "_delta"), numpy_helper.from_array(np.array([i], np.int64), base + "_idx")]
+            added += [store(delta(node, w), base + "_delta"), store(np.array([i], np.int64), base + "_idx")]
             new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
             new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_dw"]))
             new.append(helper.make_node("Add", [w, base + "_dw"], [base + "_w"]))
             node.input[1] = base + "_w"
             if dynamic:
                 x = node.input[0]
-                added.append(numpy_helper.from_array(np.array([len(nodes) + i], np.int64), base + "_aidx"))
+                added.append(store(np.array([len(nodes) + i], np.int64), base + "_aidx"))
                 new.append(helper.make_node("Gather", [SWITCH, base + "_aidx"], [base + "_as"], axis=0))
                 new.append(helper.make_node("DynamicQuantizeLinear", [x], [base + "_xq", base + "_xs", base + "_xz"]))
                 new.append(helper.make_node("DequantizeLinear", [base + "_xq", base + "_xs", base + "_xz"], [base + "_xd"]))
@@ -208,13 +268,15 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: 
 
 
 class SwitchRunner:
-    def __init__(self, model, tmp: str, threads: int = 0, outputs: list | None = None):
+    def __init__(self, model, tmp: str, threads: int = 0, outputs: list | None = None, path: str | None = None):
+        """model: the switch graph, saved into tmp; or path: the switch graph's file (write_switch)."""
         import onnxruntime as ort
 
         from ..onnxutil import save_model
 
-        path = os.path.join(tmp, "switch.onnx")
-        save_model(model, path)
+        if path is None:
+            path = os.path.join(tmp, "switch.onnx")
+            save_model(model, path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -234,13 +296,15 @@ class SwitchRunner:
 
 
 def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: list, target: Tolerance,
-        size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None, kinds: dict | None = None):
+        size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None, kinds: dict | None = None,
+        measured: dict | None = None):
     """quantize_fn(extra_float: list, search: dict | None) writes `output` (recording `search` in its options and
     metadata) and returns a QuantizeResult. Returns (QuantizeResult, FitResult).
 
     target: what the search aims at (the tolerance with a margin); bar: the tolerance itself. When no file within
     the budget reaches the target, the smallest one that meets the bar is kept (the fully quantized file if it
-    does); only when none meets the bar does it fail."""
+    does); only when none meets the bar does it fail. measured: gets {output: the file's outputs on the cases} for
+    the file returned (verify runs the same file on the same cases: it need not run them again)."""
     from ..verify.runtimes import OnnxRuntimePython
     from .common import read_source
 
@@ -250,24 +314,40 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     bar_judge = Judge(cases, refs, bar or target, kinds)
     metric, aim = judge.metric, judge.aim
     out_names = list(kinds) if kinds else None
+    from ..verify.check import run_cases
+
+    measured = {} if measured is None else measured
     result = quantize_fn([], None)
-    outs = OnnxRuntimePython().run_cases(output, cases, outputs=out_names)
+    say(f"{mode}: measuring on {len(cases)} cases")
+    outs = run_cases(OnnxRuntimePython(), output, cases, out_names, say, f"{mode}: measuring")
     ok, err0 = judge.passes(outs)
     full_meets_bar = bar_judge.passes(outs)[0]
     base_size = result.size_bytes
     done = dict(mode=mode, target_max_abs_prob=aim or 0.0, max_abs_prob_all_quantized=err0, size_all_quantized=base_size,
                 size_budget=size_budget, metric=metric)
     if ok:
+        measured[output] = outs
         return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size, seconds=time.time() - t0)
     src, _, keep = read_source(fp32_path)
     nodes = _weight_nodes(src, set(keep))
-    deq = shipped_weights(output, nodes)
-    nodes = [(n, w) for n, w in nodes if w in deq]
+    light = has_external_data(fp32_path)  # weights in side files: the switch graph is written one weight at a time
+    if light:
+        from ..onnxutil import load_light
+
+        q = load_light(output)
+        qinits = {i.name: i for i in q.graph.initializer}
+        qbase = os.path.dirname(os.path.abspath(output))
+        nodes = [(n, w) for n, w in nodes if shipped_weight(qinits, n, w, qbase) is not None]
+        deq = None
+    else:
+        deq = shipped_weights(output, nodes)
+        nodes = [(n, w) for n, w in nodes if w in deq]
     if not nodes:
         raise FitError(f"{mode} misses {metric} {aim:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
     method = (result.options or {}).get("method")
     say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
+    switch_files = []
     dynamic = method == "dynamic"
     n = len(nodes)
     # the search's items: node i's weights (item i) and, in files whose activations are quantized at run time,
@@ -275,8 +355,14 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     # input (no integer kernel takes float weights), so item i brings item n + i with it
     m = 2 * n if dynamic else n
     try:
-        biases = shipped_biases(output, src, nodes)
-        runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp, outputs=out_names)
+        biases = shipped_biases(output, src, nodes, os.path.dirname(os.path.abspath(fp32_path)))
+        if light:
+            sw = tempfile.mktemp(prefix="voxport-switch-", suffix=".onnx", dir=os.path.dirname(os.path.abspath(fp32_path)))
+            switch_files = [sw, sw + "_data"]
+            write_switch(fp32_path, nodes, output, dynamic, biases, sw)
+            runner = SwitchRunner(None, tmp, outputs=out_names, path=sw)
+        else:
+            runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp, outputs=out_names)
         # the worst cases of the fully quantized file carry the ranking
         full = runner.run(np.ones(m), cases)
         per_case = [judge.error(judge.report([o], [c], [r])) for c, r, o in zip(cases, refs, full)]
@@ -362,8 +448,12 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         runner = None  # frees the session before the real files are written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for f in switch_files:
+            if os.path.exists(f):
+                os.remove(f)
     met = "margin" if level is judge else "tolerance"
     if k == 0:
+        measured[output] = outs
         note = f"fully quantized {metric} {err0:.3g} meets the tolerance but not the search's margin ({aim:.3g}) within the size budget"
         say(f"{mode}: {note}")
         return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size,
@@ -375,11 +465,13 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         search = {"why": f"fully quantized {metric} {err0:.3g} > {aim:.3g} on the verify cases; the fewest most "
                          f"sensitive nodes (each measured quantized alone) stay float", "kept_float": kept}
         result = quantize_fn(names, search)
-        ok, err = level.passes(OnnxRuntimePython().run_cases(output, cases, outputs=out_names))
+        outs = run_cases(OnnxRuntimePython(), output, cases, out_names, say, f"{mode}: measuring")
+        ok, err = level.passes(outs)
         too_big = result.size_bytes > size_budget * base_size
         if ok or too_big or k >= len(ranked):
             break
         k = min(len(ranked), k + max(1, k // 4))  # the real file missed where the switch graph passed: a few more
+    measured[output] = outs
     fitres = FitResult(**done, passed_all_quantized=False, kept_float=kept, max_abs_prob=err, size_bytes=result.size_bytes,
                        seconds=time.time() - t0, met=met)
     if too_big or not ok:
@@ -469,7 +561,7 @@ def load_source(path: str):
 
 def fit_any(fp32_path: str, output: str, mode: str, make_fn, cases: list, refs: list, target: Tolerance,
             bias_correction: bool = False, size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None,
-            kinds: dict | None = None):
+            kinds: dict | None = None, measured: dict | None = None):
     """fit() with the recipe's bias-correction setting, then, if no file within the budget meets the target, with
     the other setting (measured on three ECAPA checkpoints, bias correction helped some files and hurt others:
     the search measures which one this file needs). make_fn(bias_correction) -> quantize_fn for fit()."""
@@ -477,7 +569,7 @@ def fit_any(fp32_path: str, output: str, mode: str, make_fn, cases: list, refs: 
     for bc in (bias_correction, not bias_correction):
         try:
             return fit(fp32_path, output, mode, make_fn(bc), cases, refs, target, size_budget=size_budget, progress=progress, bar=bar,
-                       kinds=kinds)
+                       kinds=kinds, measured=measured)
         except FitError as e:
             first = first or e
             if progress:

@@ -43,8 +43,11 @@ def build_cases(spec, loaded: Loaded, audio: list | None = None, speech: bool = 
 
 
 def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str = "python", cases: list | None = None,
-           refs: list | None = None) -> VerifyReport:
-    """files: label -> path. The kind (fp32, q8 ...) comes from each file's metadata; tolerances from the table."""
+           refs: list | None = None, progress=None, known: dict | None = None) -> VerifyReport:
+    """files: label -> path. The kind (fp32, q8 ...) comes from each file's metadata; tolerances from the table.
+    progress: told which file runs, with counts of cases when a file takes a while. known: {path: outputs on
+    these cases in this runtime} already measured (the keep-float search measures the file it keeps)."""
+    known = known or {}
     spec = get_arch(loaded.arch)
     cases = cases if cases is not None else build_cases(spec, loaded, audio)
     refs = refs if refs is not None else [spec.reference(loaded, c) for c in cases]
@@ -53,11 +56,11 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
     for label, path in files.items():
         kind, _ = file_kind(path)
         tol = spec.tolerance(loaded, kind)
-        if spec.multi_output(loaded):
-            outs = rt.run_cases(path, cases, outputs=spec.output_names(loaded))
+        names = spec.output_names(loaded) if spec.multi_output(loaded) else None
+        outs = known[path] if path in known else run_cases(rt, path, cases, names, progress, f"verify {label}")
+        if names:
             rep = compare_outputs(label, kind, rt.name, cases, refs, outs, tol, spec.output_kinds(loaded))
         else:
-            outs = rt.run_cases(path, cases)
             rep = compare(label, kind, rt.name, cases, refs, outs, tol)
         extra, reasons = spec.extra_checks(loaded, kind, cases, refs, outs)
         if extra or reasons:
@@ -67,6 +70,22 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
     ok = all(r.status == Status.PASSED for r in reports)
     return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports,
                         cases=[c.name for c in cases], reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)})")
+
+
+def run_cases(rt, path: str, cases: list, outputs, progress, label: str) -> list:
+    """rt.run_cases, saying how far it got every 10 s or so when progress is given."""
+    if progress is None:
+        return rt.run_cases(path, cases, outputs=outputs) if outputs else rt.run_cases(path, cases)
+    import time
+
+    run = rt.open(path, outputs) if outputs else rt.open(path)
+    outs, t0, last = [], time.time(), time.time()
+    for i, c in enumerate(cases):
+        outs.append(run(c.input_values, c.attention_mask))
+        if time.time() - last > 10 and i + 1 < len(cases):
+            last = time.time()
+            progress(f"{label}: {i + 1}/{len(cases)} cases, ~{(last - t0) / (i + 1) * (len(cases) - i - 1):.0f} s left")
+    return outs
 
 
 def decisions(names: list, p_ref: np.ndarray, p_got: np.ndarray, tol) -> dict:

@@ -8,8 +8,8 @@ import logging
 import time
 
 from ..errors import QuantizeError
-from ..onnxutil import atomic_path
-from .common import correct_biases, finish, has_external_data, read_source
+from ..onnxutil import atomic_path, file_size
+from .common import correct_biases, finish, over_2gb, read_source
 
 # Why each choice:
 # - per-channel weights: one scale per output channel keeps small-range channels from rounding to zero.
@@ -21,11 +21,44 @@ from .common import correct_biases, finish, has_external_data, read_source
 # - onnxruntime first rewrites each Gemm as MatMul + Add (named "<gemm>_MatMul"), then applies the exclusions:
 #   a Gemm kept float is excluded under both names.
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
+APART_ABOVE = 256 << 20  # float files larger than this are quantized in a child process
+
+
+def _in_child(input_path: str, output: str, kw: dict) -> str:
+    """_run_quantize_dynamic in a new interpreter (whatever the caller's main module does on import)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from voxport.quantize.dynamic import _run_quantize_dynamic as q; "
+            "a = json.loads(sys.argv[1]); sys.stdout.write(json.dumps(q(a['input'], a['output'], **a['kw'])))")
+    args = json.dumps({"input": input_path, "output": output, "kw": kw})
+    p = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
+    if p.returncode:
+        lines = (p.stderr or "").strip().splitlines()
+        return lines[-1][:300] if lines else f"the quantizer process exited with {p.returncode}"
+    return json.loads(p.stdout or '""')
+
+
+def _run_quantize_dynamic(input_path: str, output: str, weight_type: str, per_channel: bool, reduce_range: bool,
+                          nodes_to_exclude: list, external: bool) -> str:
+    """onnxruntime's quantize_dynamic; returns "" or the first line of its error."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            input_path, output, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, reduce_range=reduce_range,
+            op_types_to_quantize=OP_TYPES, nodes_to_exclude=nodes_to_exclude, use_external_data_format=external,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    except Exception as e:
+        return str(e).splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    return ""
 
 
 def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, weight_type: str = "QUInt8", mode: str = "q8"):
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing we already did
     t0 = time.time()
@@ -43,14 +76,17 @@ def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True
         "runs_on": "onnxruntime CPU, onnxruntime-web WASM (not WebGPU: no ConvInteger)",
     }
     with atomic_path(output) as tmp:
-        try:
-            quantize_dynamic(
-                input_path, tmp, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, reduce_range=reduce_range,
-                op_types_to_quantize=OP_TYPES, nodes_to_exclude=keep + [f"{n}_MatMul" for n in keep], use_external_data_format=has_external_data(input_path),
-                extra_options={"MatMulConstBOnly": True},
-            )
-        except Exception as e:
-            raise QuantizeError(f"quantize_dynamic failed on {input_path}: {str(e).splitlines()[0][:300]}") from e
+        kw = dict(weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
+                  nodes_to_exclude=keep + [f"{n}_MatMul" for n in keep], external=over_2gb(input_path))
+        if file_size(input_path) > APART_ABOVE:
+            # onnxruntime's quantizer holds three copies of the float model (it saves and reloads a deep copy to
+            # refresh shape annotations): 3.9 GB for XLS-R-300M. A fresh interpreter without PyTorch does it, so
+            # that peak is not added to this process's; its peak is counted as the build's children's.
+            err = _in_child(input_path, tmp, kw)
+        else:
+            err = _run_quantize_dynamic(input_path, tmp, **kw)
+        if err:
+            raise QuantizeError(f"quantize_dynamic failed on {input_path}: {err}")
         model = onnx.load(tmp)
         correct_biases(model, input_path, keep, calibration, options)
         result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search)

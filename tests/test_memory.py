@@ -60,3 +60,90 @@ def test_keep_external_leaves_a_side_file_that_embeds_to_the_usual_file(tmp_path
     save_model(m, str(tmp_path / "again.onnx"), True)
     assert embed_external(str(tmp_path / "again.onnx"))
     assert filecmp.cmp(tmp_path / "usual.onnx", tmp_path / "again.onnx", shallow=False)
+
+
+def test_dynamic_quantization_in_a_child_process_writes_the_same_file(tmp_path, small_ckpt, monkeypatch):
+    import voxport.quantize.dynamic as dyn
+    from voxport.quantize import quantize
+
+    spec = get_arch("wav2vec2")
+    loaded = spec.load(checkpoint=small_ckpt)
+    fp32 = str(tmp_path / "model.onnx")
+    ex.export_model("wav2vec2", fp32, loaded=loaded)
+    quantize(fp32, str(tmp_path / "here.onnx"), mode="q8", method="dynamic")
+    monkeypatch.setattr(dyn, "APART_ABOVE", 0)
+    calls = []
+    real = dyn._in_child
+    monkeypatch.setattr(dyn, "_in_child", lambda *a: calls.append(a) or real(*a))
+    quantize(fp32, str(tmp_path / "child.onnx"), mode="q8", method="dynamic")
+    assert calls
+    assert filecmp.cmp(tmp_path / "here.onnx", tmp_path / "child.onnx", shallow=False)
+
+
+def test_build_frees_the_pytorch_weights_after_export(tmp_path):
+    from voxport.build import build
+
+    ck = make_checkpoint(str(tmp_path / "ck"), "wav2vec2", "cls", "group", preset="tiny", seed=2, spread=True)
+    seen = {}
+    import voxport.build as b
+
+    real = b.release_model
+
+    def spy(spec, loaded, cases, refs):
+        real(spec, loaded, cases, refs)
+        seen["device"] = next(loaded.model.parameters()).device.type
+        seen["drift"] = loaded.extra.get("padding_drift")
+
+    import pytest as _pytest
+    mp = _pytest.MonkeyPatch()
+    mp.setattr(b, "release_model", spy)
+    try:
+        r = build("wav2vec2", str(tmp_path / "out"), checkpoint=ck, quantize_modes=("q8",))
+    finally:
+        mp.undo()
+    assert r.verify.passed
+    assert seen["device"] == "meta" and seen["drift"] is not None  # group norm: the padding drift was computed first
+    assert not [f for f in os.listdir(tmp_path / "out" / "onnx") if f.endswith("_data")]
+
+
+@pytest.mark.parametrize("method", ["weight-only", "dynamic"])
+def test_switch_graph_written_from_side_files_is_the_same(tmp_path, small_ckpt, method):
+    """write_switch (weights read one at a time from side files) gives the graph and the outputs switch_model gives."""
+    import numpy as np
+    import onnx
+
+    from voxport.quantize import quantize
+    from voxport.quantize.common import read_source
+    from voxport.quantize.fit import SwitchRunner, _weight_nodes, shipped_biases, shipped_weights, switch_model, write_switch
+    from voxport.verify.check import build_cases
+
+    spec = get_arch("wav2vec2")
+    loaded = spec.load(checkpoint=small_ckpt)
+    os.makedirs(tmp_path / "side")
+    src, side = str(tmp_path / "model.onnx"), str(tmp_path / "side" / "model.onnx")
+    ex.export_model("wav2vec2", src, loaded=loaded)
+    ex.export_model("wav2vec2", side, loaded=loaded, keep_external=True)
+    q, qs = str(tmp_path / "q.onnx"), str(tmp_path / "side" / "q.onnx")
+    quantize(src, q, mode="q8", method=method, write_config_file=False)
+    quantize(side, qs, mode="q8", method=method, write_config_file=False)
+    assert not os.path.exists(qs + "_data")  # under 2 GB a quantized file is written whole, as from a single file
+    model, _, keep = read_source(src)
+    nodes = _weight_nodes(model, set(keep))
+    deq = shipped_weights(q, nodes)
+    nodes = [(n, w) for n, w in nodes if w in deq]
+    dynamic = method == "dynamic"
+    biases = shipped_biases(q, model, nodes)
+    usual = switch_model(src, nodes, deq, dynamic=dynamic, biases=biases)
+    sw = str(tmp_path / "side" / "switch.onnx")
+    side_model, _, _ = read_source(side)
+    write_switch(side, nodes, qs, dynamic, shipped_biases(qs, side_model, nodes, str(tmp_path / "side")), sw)
+    light = onnx.load(sw)  # side file read in
+    assert list(light.graph.node) == list(usual.graph.node)
+    a = {t.name: onnx.numpy_helper.to_array(t) for t in usual.graph.initializer}
+    b = {t.name: onnx.numpy_helper.to_array(t) for t in light.graph.initializer}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    cases = build_cases(spec, loaded, speech=False)[:3]
+    items = len(nodes) * (2 if dynamic else 1)
+    r1 = SwitchRunner(usual, str(tmp_path)).run(np.ones(items), cases)
+    r2 = SwitchRunner(None, str(tmp_path), path=sw).run(np.ones(items), cases)
+    assert all(np.array_equal(x, y) for x, y in zip(r1, r2))

@@ -12,7 +12,7 @@ import time
 
 from .errors import VoxportError
 from .export import export_model
-from .onnxutil import embed_external, file_size
+from .onnxutil import embed_external, file_size, give_back_memory
 from .package import DTYPE_FILES, make_parents, publish, remove_empty, write_folder
 from .quantize import Skipped, quantize
 from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
@@ -67,6 +67,7 @@ def release_model(spec, loaded, cases: list, refs: list) -> None:
     import gc
 
     gc.collect()
+    give_back_memory()
 
 
 def record_build(folder: str, wall_s: float) -> dict:
@@ -121,6 +122,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         # the files keep their weights in side files while the build works on them (every stage reads the graph
         # without its weights); they get them back inside, under 2 GB, before the folder is written
         ex = export_model(arch, fp32, loaded=loaded, opset=opset, progress=say, keep_external=True, release=release)
+        give_back_memory()
         qs, skipped, fits, measured = [], {}, {}, {}
         config_path = os.path.join(tmp, "quantize_config.json")
         for mode in quantize_modes:
@@ -152,6 +154,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
             except Skipped as e:
                 skipped[mode] = str(e)
                 say(str(e))
+        give_back_memory()
         say("verifying against PyTorch")
         files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}
         report = verify(files, loaded, cases=cases, refs=refs, progress=say, known=measured)

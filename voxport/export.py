@@ -56,7 +56,7 @@ def export_model(
     with atomic_path(output) as tmp:
         raw = tmp + ".raw.onnx"
         say(f"exporting with {route} at opset {opset}")
-        light = (route == "torchscript" and _weights_bytes(spec.export_module(loaded, route)) > light_above
+        light = (route == "torchscript" and _weights_bytes(loaded.model) > light_above
                  and _export_light(spec, loaded, opset, raw))
         if not light:
             _torch_export(spec, loaded, route, opset, raw)
@@ -177,7 +177,8 @@ LIGHT_EXPORT_BYTES = 256 << 20  # models with more weights than this are exporte
 
 
 def _weights_bytes(module) -> int:
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    state = getattr(module, "state_dict", None)
+    return sum(t.numel() * t.element_size() for t in state().values()) if state else 0
 
 
 def _export_light(spec, loaded, opset, path) -> bool:

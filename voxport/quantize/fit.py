@@ -332,13 +332,13 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     nodes = _weight_nodes(src, set(keep))
     light = has_external_data(fp32_path)  # weights in side files: the switch graph is written one weight at a time
     if light:
-        from ..onnxutil import load_light
+        from ..onnxutil import give_back_memory, load_light
 
         q = load_light(output)
         qinits = {i.name: i for i in q.graph.initializer}
         qbase = os.path.dirname(os.path.abspath(output))
         nodes = [(n, w) for n, w in nodes if shipped_weight(qinits, n, w, qbase) is not None]
-        deq = None
+        deq = q = qinits = None
     else:
         deq = shipped_weights(output, nodes)
         nodes = [(n, w) for n, w in nodes if w in deq]
@@ -360,6 +360,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             sw = tempfile.mktemp(prefix="voxport-switch-", suffix=".onnx", dir=os.path.dirname(os.path.abspath(fp32_path)))
             switch_files = [sw, sw + "_data"]
             write_switch(fp32_path, nodes, output, dynamic, biases, sw)
+            give_back_memory()
             runner = SwitchRunner(None, tmp, outputs=out_names, path=sw)
         else:
             runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp, outputs=out_names)

@@ -99,7 +99,7 @@ def test_unwritable_output_place(tmp_path):
     (["build", "--arch", "ecapa", "--random-init", "--q8-target", "2"], "--q8-target"),
     (["build", "--arch", "ecapa", "--random-init", "--runtime", "python,jvm"], "unknown runtime 'jvm'"),
     (["build", "--arch", "ecapa"], "exactly one of"),
-    (["build", "--arch", "wav2vec2", "--random-init", "--embeddings"], "--embeddings: wav2vec2"),
+    (["build", "--arch", "speechbrain", "--checkpoint", "x", "--embeddings"], "--embeddings: speechbrain"),
     (["verify"], "Missing argument"),
     (["no-such-command"], "No such command"),
     (["bench", "/nonexistent/folder"], "folder not found"),

@@ -2,6 +2,7 @@
 
     python scripts/make_random_checkpoint.py /tmp/w2v-base --model-type wav2vec2 --task cls --norm group --preset base --spread
     python scripts/make_random_checkpoint.py /tmp/xlsr --model-type wav2vec2 --task ctc --norm layer --preset xls-r-300m
+    python scripts/make_random_checkpoint.py /tmp/xlsr1b --task ctc --norm layer --preset xls-r-1b --spread   # 3.9 GB
 """
 import argparse
 

@@ -47,6 +47,8 @@ PRESETS = {
     # wav2vec2-base (95M) and XLS-R-300M shapes, for benchmarks
     "base": dict(),
     "xls-r-300m": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    # XLS-R-1B's shape (965M parameters): a float32 file over 2 GB, written with external data
+    "xls-r-1b": dict(hidden_size=1280, num_hidden_layers=48, num_attention_heads=16, intermediate_size=5120),
 }
 # config.json architectures suffix -> (task, outputs {name: verify kind}); the first suffix found wins
 HEADS = {

@@ -123,22 +123,30 @@ def _check_fused(model):
 
 def _external_as_inputs(model) -> list:
     """Initializers with data in a side file become graph inputs of the same type and shape (restore_weights undoes it)."""
-    from onnx import helper
     from onnx.external_data_helper import uses_external_data
 
-    taken = [t for t in model.graph.initializer if uses_external_data(t)]
+    return _as_inputs(model, [uses_external_data(t) for t in model.graph.initializer])
+
+
+def _as_inputs(model, take: list) -> list:
+    """The initializers flagged in `take` (one bool each, in order) become graph inputs of the same type and shape;
+    returns copies of them, in order, for restore_weights()."""
+    from onnx import TensorProto, helper
+
+    inits = list(model.graph.initializer)
+    taken = []
+    for t, flag in zip(inits, take):
+        if flag:
+            c = TensorProto()
+            c.CopyFrom(t)
+            taken.append(c)
     if not taken:
         return []
-    keep = [t for t in model.graph.initializer if not uses_external_data(t)]
-    out = []
-    for t in taken:
-        c = type(t)()
-        c.CopyFrom(t)
-        out.append(c)
+    keep = [t for t, flag in zip(inits, take) if not flag]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
-    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in out)
-    return out
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in taken)
+    return taken
 
 
 def _torch_export(spec, loaded, route, opset, path, export_params=True):
@@ -262,7 +270,7 @@ def lift_weights(model, min_bytes: int = LIFT_BYTES, base_dir: str = "") -> list
     several times (XLS-R-300M: 9.3 GB). A weight is lifted when every use is the weight input of a MatMul whose
     other input is computed from the graph inputs: no constant folding or fusion pass reads it. Returns the
     initializers taken out, in their order, for restore_weights()."""
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     from .onnxutil import external_info
 
@@ -274,25 +282,13 @@ def lift_weights(model, min_bytes: int = LIFT_BYTES, base_dir: str = "") -> list
     for n in model.graph.node:
         for i, x in enumerate(n.input):
             uses.setdefault(x, []).append((n, i))
-    lifted, keep = [], []
+    take = []
     for t in model.graph.initializer:
         size = int(external_info(t)["length"]) if t.data_location == TensorProto.EXTERNAL else len(t.raw_data)
         u = uses.get(t.name, [])
-        if size >= min_bytes and u and all(n.op_type == "MatMul" and i == 1 and n.input[0] not in consts for n, i in u):
-            lifted.append(t)
-        else:
-            keep.append(t)
-    if not lifted:
-        return []
-    taken = []
-    for t in lifted:
-        c = TensorProto()
-        c.CopyFrom(t)
-        taken.append(c)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in taken)
-    return taken
+        take.append(bool(size >= min_bytes and u and all(n.op_type == "MatMul" and i == 1 and n.input[0] not in consts
+                                                          for n, i in u)))
+    return _as_inputs(model, take)
 
 
 def restore_weights(model, lifted: list, order: list | None = None) -> None:

@@ -480,8 +480,6 @@ class Wav2Vec2Spec(ArchSpec):
 
     # package
     def hf_config(self, loaded):
-        import transformers
-
         cfg = json.loads(json.dumps(loaded.extra["hf_config"]))
         mt = cfg["model_type"]
         task = loaded.config["task"]
@@ -514,7 +512,6 @@ class Wav2Vec2Spec(ArchSpec):
         src = loaded.source
         hub = None if src.get("random_init") or src.get("local") else src.get("checkpoint")
         task = loaded.config["task"]
-        ctc = task == "ctc"
         notes = [f"Source model type: `{loaded.config['model_type']}`; "
                  + ("takes `attention_mask` (layer-norm feature encoder): padded batches match each clip alone."
                     if loaded.config["uses_mask"] else

@@ -147,3 +147,26 @@ def test_switch_graph_written_from_side_files_is_the_same(tmp_path, small_ckpt, 
     r1 = SwitchRunner(usual, str(tmp_path)).run(np.ones(items), cases)
     r2 = SwitchRunner(None, str(tmp_path), path=sw).run(np.ones(items), cases)
     assert all(np.array_equal(x, y) for x, y in zip(r1, r2))
+
+
+def test_shapes_of_a_fused_graph_with_weights_set_aside_and_float16_weights(tmp_path, small_ckpt):
+    """A searched file keeps weights as float16 + Cast; annotating it with the big weights set aside (as for files over
+    2 GB) must not read their values (it did, through the Cast: 'cannot reshape array of size 0' on XLS-R-300M), and
+    gives the annotations it gives with the weights in place; the weights come back in their order, unchanged."""
+    import onnx
+
+    from voxport.onnxutil import contrib_shapes
+    from voxport.quantize.common import store_half
+
+    path = str(tmp_path / "m.onnx")
+    ex.export_model("wav2vec2", path, checkpoint=small_ckpt)
+    model = onnx.load(path)
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"][:4]
+    assert store_half(model, matmuls) > 0
+    before = [(t.name, t.raw_data) for t in model.graph.initializer]
+    contrib_shapes(model)  # nothing set aside
+    full = {v.name: v.SerializeToString() for v in model.graph.value_info}
+    contrib_shapes(model, big=1024)  # every weight over 1 KB set aside (shape constants stay)
+    assert {v.name: v.SerializeToString() for v in model.graph.value_info} == full
+    assert [(t.name, t.raw_data) for t in model.graph.initializer] == before
+    assert [i.name for i in model.graph.input] == ["input_values", "attention_mask"]

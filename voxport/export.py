@@ -13,8 +13,8 @@ import numpy as np
 from . import __version__
 from .archs import Loaded, get_arch
 from .errors import ExportError
-from .onnxutil import (atomic_path, embed_external, file_size, has_external, opset_of, reinfer_shapes, save_model,
-                       save_with_side_file, set_metadata)
+from .onnxutil import (atomic_path, embed_external, file_size, has_external, opset_of, reinfer_shapes, restore_weights,
+                       save_model, save_with_side_file, set_metadata, weights_as_inputs)
 from .results import ExportResult
 
 OPSETS = (17, 18)
@@ -125,28 +125,7 @@ def _external_as_inputs(model) -> list:
     """Initializers with data in a side file become graph inputs of the same type and shape (restore_weights undoes it)."""
     from onnx.external_data_helper import uses_external_data
 
-    return _as_inputs(model, [uses_external_data(t) for t in model.graph.initializer])
-
-
-def _as_inputs(model, take: list) -> list:
-    """The initializers flagged in `take` (one bool each, in order) become graph inputs of the same type and shape;
-    returns copies of them, in order, for restore_weights()."""
-    from onnx import TensorProto, helper
-
-    inits = list(model.graph.initializer)
-    taken = []
-    for t, flag in zip(inits, take):
-        if flag:
-            c = TensorProto()
-            c.CopyFrom(t)
-            taken.append(c)
-    if not taken:
-        return []
-    keep = [t for t, flag in zip(inits, take) if not flag]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in taken)
-    return taken
+    return weights_as_inputs(model, [uses_external_data(t) for t in model.graph.initializer])
 
 
 def _torch_export(spec, loaded, route, opset, path, export_params=True):
@@ -288,29 +267,7 @@ def lift_weights(model, min_bytes: int = LIFT_BYTES, base_dir: str = "") -> list
         u = uses.get(t.name, [])
         take.append(bool(size >= min_bytes and u and all(n.op_type == "MatMul" and i == 1 and n.input[0] not in consts
                                                           for n, i in u)))
-    return _as_inputs(model, take)
-
-
-def restore_weights(model, lifted: list, order: list | None = None) -> None:
-    """The weights lift_weights() took out back in as initializers (and out of the graph inputs), in place.
-    order: the initializer names before lifting: those kept come back in that order, then the rest as they are
-    (onnxsim's order: the weights it kept, then the constants it made)."""
-    if not lifted:
-        return
-    names = {t.name for t in lifted}
-    keep = [i for i in model.graph.input if i.name not in names]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
-    if order is None:
-        model.graph.initializer.extend(lifted)
-        return
-    now = {t.name: t for t in model.graph.initializer}
-    now.update({t.name: t for t in lifted})
-    rank = {n: i for i, n in enumerate(order)}
-    seq = [n for n in order if n in now] + [t.name for t in model.graph.initializer if t.name not in rank]
-    tensors = [now[n] for n in seq]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(tensors)
+    return weights_as_inputs(model, take)
 
 
 def simplify_file(path: str, input_names: list, output_names, skip=(), lift: int | None = -1):

@@ -56,6 +56,10 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
             outside[t.name] = list(t.external_data)
             del t.external_data[:]
             t.ClearField("data_location")
+    # the emptied weights are graph inputs meanwhile: shape and type known, no values (the inference reads an
+    # initializer's values where it passes constants on, e.g. through the Cast of a float16-stored weight)
+    order = [t.name for t in model.graph.initializer]
+    lifted = weights_as_inputs(model, [t.name in aside or t.name in outside for t in model.graph.initializer])
     # guess_output_rank: ops it has no rule for (QAttention) get the rank and type of their first input, so the
     # inference goes on past them. Its infer_shapes() is not called: where inference stays incomplete it saves a
     # file into the working directory and raises; here what was inferred is kept.
@@ -66,6 +70,7 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
             sym._infer_impl()
         inferred = sym.out_mp_
     finally:
+        restore_weights(model, lifted, order)
         for t in model.graph.initializer:
             if t.name in aside:
                 t.raw_data = aside[t.name]
@@ -78,6 +83,49 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
                for o in n.output}
     skip = guessed | {o.name for o in model.graph.output}
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in skip)
+
+
+def weights_as_inputs(model, take: list) -> list:
+    """The initializers flagged in `take` (one bool each, in order) become graph inputs of the same type and shape;
+    returns copies of them, in order, for restore_weights()."""
+    from onnx import TensorProto, helper
+
+    inits = list(model.graph.initializer)
+    taken = []
+    for t, flag in zip(inits, take):
+        if flag:
+            c = TensorProto()
+            c.CopyFrom(t)
+            taken.append(c)
+    if not taken:
+        return []
+    keep = [t for t, flag in zip(inits, take) if not flag]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in taken)
+    return taken
+
+
+def restore_weights(model, lifted: list, order: list | None = None) -> None:
+    """The weights weights_as_inputs() took out back in as initializers (and out of the graph inputs), in place.
+    order: the initializer names before lifting: those kept come back in that order, then the rest as they are
+    (onnxsim's order: the weights it kept, then the constants it made)."""
+    if not lifted:
+        return
+    names = {t.name for t in lifted}
+    keep = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    if order is None:
+        model.graph.initializer.extend(lifted)
+        return
+    now = {t.name: t for t in model.graph.initializer}
+    now.update({t.name: t for t in lifted})
+    rank = {n: i for i, n in enumerate(order)}
+    seq = [n for n in order if n in now] + [t.name for t in model.graph.initializer if t.name not in rank]
+    tensors = [now[n] for n in seq]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(tensors)
 
 
 def model_size(model) -> int:

@@ -19,7 +19,7 @@ from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target
 from .results import BuildResult
 from .tolerances import SIZE_BUDGET
 from .validate import check_audio_files, check_build_inputs
-from .verify.check import build_cases, verify
+from .verify.check import build_cases, counted, verify
 
 
 class BuildFailed(VoxportError):
@@ -49,13 +49,7 @@ def peak_rss_children_mb() -> float:
 
 def references(spec, loaded, cases: list, say) -> list:
     """PyTorch's outputs for every case, with counts when it takes a while."""
-    refs, t0, last = [], time.time(), time.time()
-    for i, c in enumerate(cases):
-        refs.append(spec.reference(loaded, c))
-        if time.time() - last > 10 and i + 1 < len(cases):
-            last = time.time()
-            say(f"references: {i + 1}/{len(cases)} cases, ~{(last - t0) / (i + 1) * (len(cases) - i - 1):.0f} s left")
-    return refs
+    return [spec.reference(loaded, c) for c in counted(cases, say, "references")]
 
 
 def release_model(spec, loaded, cases: list, refs: list) -> None:

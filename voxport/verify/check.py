@@ -72,20 +72,24 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
                         cases=[c.name for c in cases], reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)})")
 
 
-def run_cases(rt, path: str, cases: list, outputs, progress, label: str) -> list:
-    """rt.run_cases, saying how far it got every 10 s or so when progress is given."""
-    if progress is None:
-        return rt.run_cases(path, cases, outputs=outputs) if outputs else rt.run_cases(path, cases)
+def counted(cases: list, progress, label: str):
+    """The cases one by one, saying how far it got (with the time left) every 10 s or so when progress is given."""
     import time
 
-    run = rt.open(path, outputs) if outputs else rt.open(path)
-    outs, t0, last = [], time.time(), time.time()
+    t0 = last = time.time()
     for i, c in enumerate(cases):
-        outs.append(run(c.input_values, c.attention_mask))
-        if time.time() - last > 10 and i + 1 < len(cases):
+        yield c
+        if progress is not None and time.time() - last > 10 and i + 1 < len(cases):
             last = time.time()
             progress(f"{label}: {i + 1}/{len(cases)} cases, ~{(last - t0) / (i + 1) * (len(cases) - i - 1):.0f} s left")
-    return outs
+
+
+def run_cases(rt, path: str, cases: list, outputs, progress, label: str) -> list:
+    """rt.run_cases, with counts (counted) when progress is given."""
+    if progress is None:
+        return rt.run_cases(path, cases, outputs=outputs) if outputs else rt.run_cases(path, cases)
+    run = rt.open(path, outputs) if outputs else rt.open(path)
+    return [run(c.input_values, c.attention_mask) for c in counted(cases, progress, label)]
 
 
 def decisions(names: list, p_ref: np.ndarray, p_got: np.ndarray, tol) -> dict:

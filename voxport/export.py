@@ -14,7 +14,7 @@ from . import __version__
 from .archs import Loaded, get_arch
 from .errors import ExportError
 from .onnxutil import (atomic_path, embed_external, file_size, has_external, opset_of, reinfer_shapes, restore_weights,
-                       save_model, save_with_side_file, set_metadata, weights_as_inputs)
+                       save_model, save_with_side_file, set_metadata, tensor_users, weights_as_inputs)
 from .results import ExportResult
 
 OPSETS = (17, 18)
@@ -190,10 +190,7 @@ def _export_light(spec, loaded, opset, path) -> bool:
     model = onnx.load(path)
     state = module.state_dict()
     names = spec.input_names(loaded)
-    users = {}
-    for n in model.graph.node:
-        for i, x in enumerate(n.input):
-            users.setdefault(x, []).append((n, i))
+    users = tensor_users(model)
     values = []
     for v in model.graph.input:
         if v.name in names:
@@ -257,10 +254,7 @@ def lift_weights(model, min_bytes: int = LIFT_BYTES, base_dir: str = "") -> list
     for n in model.graph.node:
         if n.op_type == "Constant" or all(x in consts for x in n.input):
             consts.update(n.output)
-    uses = {}
-    for n in model.graph.node:
-        for i, x in enumerate(n.input):
-            uses.setdefault(x, []).append((n, i))
+    uses = tensor_users(model)
     take = []
     for t in model.graph.initializer:
         size = int(external_info(t)["length"]) if t.data_location == TensorProto.EXTERNAL else len(t.raw_data)

@@ -85,6 +85,15 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in skip)
 
 
+def tensor_users(model) -> dict:
+    """tensor name -> [(node, input index)] of every node input that reads it."""
+    users = {}
+    for n in model.graph.node:
+        for i, x in enumerate(n.input):
+            users.setdefault(x, []).append((n, i))
+    return users
+
+
 def weights_as_inputs(model, take: list) -> list:
     """The initializers flagged in `take` (one bool each, in order) become graph inputs of the same type and shape;
     returns copies of them, in order, for restore_weights()."""

@@ -94,11 +94,10 @@ def channel_axis(node, w_dims) -> int:
 
 
 def _uses(model) -> dict:
-    uses = {}
-    for n in model.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    return uses
+    """tensor name -> how many node inputs read it."""
+    from ..onnxutil import tensor_users
+
+    return {name: len(u) for name, u in tensor_users(model).items()}
 
 
 def store_int8(model, select, per_channel: bool) -> int:

@@ -303,7 +303,7 @@ def test_evaluate_speaker_verification(tmp_path, built, folders, ecapa_folder):
             rows.append(f"{name},speaker {spk}")
     (tmp_path / "speakers.csv").write_text("\n".join(rows) + "\n")
     r = run("evaluate", out, "--labels", tmp_path / "speakers.csv", "--checkpoint", folders["spk"], "--dtype", "fp32,q8",
-            "--max-drop", "5", "--json")
+            "--max-drop", "5", "--json", "--plots", tmp_path / "plots")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     by = {row["model"]: row for row in rep["rows"]}
@@ -311,6 +311,7 @@ def test_evaluate_speaker_verification(tmp_path, built, folders, ecapa_folder):
     assert by["fp32"]["max_score_change"] <= 1e-4 and by["fp32"]["agreement_with_pytorch"] == 1.0
     assert by["fp32"]["eer"] == by["pytorch"]["eer"] and by["q8"]["max_score_change"] <= 0.02
     assert rep["gate_failures"] == [] and by["q8"]["eer_change_points"] <= 5  # the gate counts EER gains only
+    assert sorted(os.listdir(tmp_path / "plots")) == ["comparison.png"]  # no confusion matrix for trials
     # a gender classifier has no embeddings: refused with one line
     r = run("evaluate", ecapa_folder, "--labels", tmp_path / "speakers.csv")
     assert_one_line_error(r, "no embeddings output")

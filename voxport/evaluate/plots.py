@@ -30,7 +30,10 @@ def write_plots(report, folder: str) -> list:
     rows = report.rows
     if not rows:
         return written
-    if report.task == "audio-classification":
+    classifier = report.task == "audio-classification" and report.measure == "label"
+    if report.measure == "speaker":  # no confusion matrix: the error rate and the decisions kept
+        metrics = [("eer", "EER"), ("agreement_with_pytorch", "same decisions as PyTorch")]
+    elif classifier:
         for r in rows:
             labels, m = r["confusion"]["labels"], np.asarray(r["confusion"]["matrix"])
             fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(labels), 1.0 + 0.9 * len(labels)))
@@ -58,8 +61,8 @@ def write_plots(report, folder: str) -> list:
             if v == v:
                 ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, [r["model"] for r in rows])
-    ax.set_ylim(0, 1.1 if report.task == "audio-classification" else None)
-    ax.legend(fontsize=8, loc="lower right" if report.task == "audio-classification" else "upper right")
+    ax.set_ylim(0, 1.1 if report.measure == "speaker" or classifier else None)
+    ax.legend(fontsize=8, loc="lower right" if classifier else "upper right")
     ax.set_title(f"{os.path.basename(os.path.normpath(report.folder))}: {len(report.files) - len(report.failed)} files")
     save(fig, "comparison.png")
     return written

@@ -169,7 +169,7 @@ def test_build_force_replaces(tmp_path, ecapa_ckpt):
     assert r.exit_code == 0, r.output
     assert not (out / "old.txt").exists() and no_leftovers(tmp_path)
     assert sorted(os.listdir(out / "onnx")) == ["model.onnx", "model_fp16.onnx", "model_quantized.onnx", "model_uint8.onnx"]
-    assert "skipped q4: only" in r.output
+    assert "skipped q4: 4-bit weights flip decisions" in r.output
     files = json.loads((out / "quantize_config.json").read_text())["files"]
     assert files["model_quantized.onnx"]["method"] == "weight-only" and files["model_uint8.onnx"]["method"] == "dynamic"
     # the target kept nodes float beyond the exporter's front end, each recorded with its measured error

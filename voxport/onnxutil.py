@@ -65,10 +65,15 @@ def contrib_shapes(model, big: int = 1 << 20) -> None:
     # file into the working directory and raises; here what was inferred is kept.
     sym = SymbolicShapeInference(2**31 - 1, True, True, 0)
     try:
-        sym._preprocess(model)
-        while sym.run_:
-            sym._infer_impl()
-        inferred = sym.out_mp_
+        try:
+            sym._preprocess(model)
+            while sym.run_:
+                sym._infer_impl()
+            inferred = sym.out_mp_
+        except Exception:  # a rule that cannot take an input of unknown shape (MatMul after STFT): ONNX's inference
+            import onnx
+
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     finally:
         restore_weights(model, lifted, order)
         for t in model.graph.initializer:

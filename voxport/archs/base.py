@@ -14,12 +14,17 @@ from .source import hub_id, resolve_checkpoint  # noqa: E402,F401  (re-exported 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one file kind is made: the method, weight scales per channel or per tensor, bias correction, and why."""
+    """How one file kind is made: the method, weight scales per channel or per tensor, bias correction, and why.
+    fallback: the recipe used instead when this one's file keeps its decisions only with so many nodes float that
+    fewer than min_integer_share of its 8-bit weights still multiply in integer kernels (its speed-up is gone),
+    or when no file of this recipe within the size budget meets the bar."""
 
     method: str
     per_channel: bool = True
     bias_correction: bool = False
     why: str = ""
+    fallback: "Recipe | None" = None
+    min_integer_share: float = 0.0
 
 
 DEFAULT_RECIPES = {

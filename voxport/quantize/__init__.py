@@ -17,6 +17,7 @@ from .weight_only import quantize_weight_only
 METHODS = {
     ("q8", "weight-only"): functools.partial(quantize_weight_only, mode="q8"),
     ("q8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="q8"),
+    ("q8", "dynamic-s8"): functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="q8"),
     ("int8", "weight-only"): functools.partial(quantize_weight_only, mode="int8"),
     ("int8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="int8"),
     ("uint8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="uint8"),
@@ -24,6 +25,7 @@ METHODS = {
     ("q4", "MatMulNBits"): functools.partial(quantize_q4, mode="q4"),
     ("q4f16", "MatMulNBits"): functools.partial(quantize_q4, mode="q4f16", fp16=True),
 }
+SKIP = "skip"  # a recipe method: this architecture makes no file of the mode
 MODES = sorted({m for m, _ in METHODS}, key=["q8", "fp16", "int8", "uint8", "q4", "q4f16"].index)
 Q8_METHODS = sorted(m for mode, m in METHODS if mode == "q8")
 
@@ -40,8 +42,13 @@ def quantize(input_path: str, output: str, mode: str = "q8", method: str | None 
         raise QuantizeError(f"ONNX file not found: {input_path}")
     if method is None or per_channel is None:
         rec = arch_recipe(input_path, mode)
+        if method is None and rec.fallback is not None:
+            # the first recipe is taken only where it is measured (build, quantize_to_tolerance name it)
+            rec = rec.fallback
         method = method or rec.method
         per_channel = rec.per_channel if per_channel is None else per_channel
+    if method == SKIP:  # the architecture makes no such file; its recipe says what was measured
+        raise Skipped(arch_recipe(input_path, mode).why)
     fn = METHODS.get((mode, method))
     if fn is None:
         choices = ", ".join(m for md, m in METHODS if md == mode)
@@ -75,6 +82,15 @@ def arch_q8_method(path: str) -> str:
     return arch_recipe(path, "q8").method
 
 
+def read_config(path: str, file_name: str) -> dict:
+    """One file's entry of quantize_config.json ({} when there is none)."""
+    try:
+        with open(path) as f:
+            return json.load(f).get("files", {}).get(file_name, {})
+    except (OSError, ValueError):
+        return {}
+
+
 def write_config(path: str, file_name: str, options: dict) -> None:
     """Merge one file's options into quantize_config.json (keyed by file name)."""
     from .. import __version__
@@ -95,4 +111,4 @@ def write_config(path: str, file_name: str, options: dict) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["quantize", "MODES", "METHODS", "Q8_METHODS", "Skipped"]
+__all__ = ["quantize", "read_config", "write_config", "MODES", "METHODS", "Q8_METHODS", "Skipped"]

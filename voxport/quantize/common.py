@@ -161,6 +161,35 @@ def store_half(model, node_names) -> int:
     return done
 
 
+INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
+def integer_share(path: str) -> float:
+    """Of the weights of a quantized file's Conv / MatMul / Gemm products, the share multiplied in integer kernels
+    (8-bit weights read by MatMulInteger / ConvInteger); the rest compute in float (the front end, nodes the
+    search kept float, weight-only nodes). 0.0 for a file without products."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    made = {o: n for n in model.graph.node for o in n.output}
+
+    def weight_size(name: str) -> int:  # through the Cast / Mul / DequantizeLinear that restore a stored weight
+        seen = 0
+        while name not in sizes and name in made and seen < 4:
+            name, seen = made[name].input[0], seen + 1
+        return sizes.get(name, 0)
+
+    integer = float_ = 0
+    for n in model.graph.node:
+        if n.op_type in ("MatMulInteger", "ConvInteger"):
+            integer += max(sizes.get(n.input[1], 0), sizes.get(n.input[0], 0))
+        elif n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1:
+            float_ += weight_size(n.input[1])
+    return integer / (integer + float_) if integer + float_ else 0.0
+
+
 def initializer_map(model) -> dict:
     return {i.name: i for i in model.graph.initializer}
 

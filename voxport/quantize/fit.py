@@ -526,16 +526,52 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
         tol = bar = dataclasses.replace(tol, max_abs_prob=target)
 
     rec = spec.recipe(mode)
+    if method is not None:
+        rec = dataclasses.replace(rec, method=method, fallback=None)
     calibration = calibration_cases(spec, loaded)
 
-    def make(bias_correction):
-        def run(extra, search):
-            return quantize(input_path, output, mode=mode, method=method, per_channel=per_channel, config_path=config_path,
-                            extra_float=extra, search=search, calibration=calibration if bias_correction else None)
-        return run
+    def fit_recipe(rec):
+        def make(bias_correction):
+            def run(extra, search):
+                return quantize(input_path, output, mode=mode, method=rec.method,
+                                per_channel=rec.per_channel if per_channel is None else per_channel, config_path=config_path,
+                                extra_float=extra, search=search, calibration=calibration if bias_correction else None)
+            return run
 
-    return fit_any(input_path, output, mode, make, cases, refs, tol, bias_correction=rec.bias_correction,
-                   size_budget=size_budget, progress=progress, bar=bar, kinds=kinds)
+        return fit_any(input_path, output, mode, make, cases, refs, tol, bias_correction=rec.bias_correction,
+                       size_budget=size_budget, progress=progress, bar=bar, kinds=kinds)
+
+    config = config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json")
+    return fit_with_fallback(rec, fit_recipe, output, config, progress or (lambda m: None))
+
+
+def fit_with_fallback(rec, fit_recipe, out: str, config_path: str | None, say) -> tuple:
+    """fit_recipe(rec) -> (QuantizeResult, FitResult); with a fallback recipe, its file instead when the first
+    recipe's file keeps too few integer products (integer_share) or fails; what was tried first and why it was
+    not kept go into the result's options and quantize_config.json ("instead_of")."""
+    from . import read_config, write_config
+    from .common import integer_share
+
+    if rec.fallback is None:
+        return fit_recipe(rec)
+    try:
+        q, fr = fit_recipe(rec)
+    except FitError as e:
+        why = str(e)
+    else:
+        share = integer_share(out)
+        if share >= rec.min_integer_share:
+            return q, fr
+        how = describe_kept(fr.kept_float) if fr.kept_float else "every node quantized"
+        why = (f"kept its decisions with {how}, leaving {share:.0%} of the weights of its products in integer kernels "
+               f"(under {rec.min_integer_share:.0%}: too little speed-up left)")
+    say(f"{rec.method} {why}; making {rec.fallback.method} instead")
+    q, fr = fit_recipe(rec.fallback)
+    instead = {"method": rec.method, "why": why}
+    if config_path:
+        name = os.path.basename(out)
+        write_config(config_path, name, {**read_config(config_path, name), "instead_of": instead})
+    return dataclasses.replace(q, options={**q.options, "instead_of": instead}), fr
 
 
 def calibration_cases(spec, loaded) -> list:

@@ -128,7 +128,7 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         deq = shipped_weights(out, pairs)
         switched = [p for p in pairs if p[1] in deq]
         index = {n.name: i for i, (n, _) in enumerate(switched)}
-        dynamic = (method == "dynamic")
+        dynamic = (method or "").startswith("dynamic")
         sw = SwitchRunner(switch_model(path, switched, deq, dynamic=dynamic), tmp)
         items = len(switched) * (2 if dynamic else 1)
         ranking = []

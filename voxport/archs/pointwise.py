@@ -28,10 +28,10 @@ def pointwise_as_matmul(module, skip=lambda name: False):
             self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
 
         def forward(self, x):
-            y = torch.matmul(x.transpose(1, 2), self.weight_t)
-            if self.bias is not None:
-                y = y + self.bias
-            return y.transpose(1, 2)
+            y = torch.matmul(x.transpose(1, 2), self.weight_t).transpose(1, 2)
+            # the bias after the transpose: added to the product directly, the exporter may fuse the two into a Gemm,
+            # which onnxruntime's dynamic quantizer does not take
+            return y if self.bias is None else y + self.bias[:, None]
 
     def pointwise(m) -> bool:
         return (isinstance(m, nn.Conv1d) and m.kernel_size == (1,) and m.groups == 1 and m.stride == (1,)

@@ -387,10 +387,21 @@ class SpeechBrainSpec(ArchSpec):
     routes = {18: "dynamo", 17: "torchscript"}
     tolerance_profile = "speechbrain"
     # ECAPA-TDNN's convolutions carry the weights, as in the upstream ECAPA: weight-only q8 runs wherever fp32 runs
-    recipes = {"q8": Recipe("weight-only", per_channel=True, why="int8 weights, one scale per output channel, float compute; "
-                            "runs everywhere fp32 runs, WebGPU included"),
+    # q8 first tries dynamic int8 on the MatMul form of the 1x1 convolutions (pointwise.py), as for ECAPA; kept
+    # where it keeps the decisions with most products integer, else weight-only
+    recipes = {"q8": Recipe("dynamic-s8", per_channel=True, min_integer_share=0.6,
+                            why="dynamic int8 MatMul (u8 x s8, int8 dot products): the fast file where it keeps the model's outputs",
+                            fallback=Recipe("weight-only", per_channel=True, why="int8 weights, one scale per output channel, "
+                                            "float compute; runs everywhere fp32 runs, WebGPU included")),
                "int8": Recipe("weight-only", per_channel=True, why="int8 weights per output channel, float compute"),
                "uint8": Recipe("dynamic", per_channel=True, why="QUInt8 weights and activations, integer kernels (CPU, WASM)")}
+
+    def export_module(self, loaded, route):
+        from .pointwise import pointwise_as_matmul
+
+        # 1x1 convolutions over frames as MatMul (the form of onnxruntime's fast 8-bit kernels); squeeze-excitation
+        # and the final fc act on one pooled vector
+        return pointwise_as_matmul(loaded.model, skip=lambda name: "se_block" in name or name.startswith("encoder.fc"))[0].eval()
 
     def load(self, checkpoint=None, random_init=False, seed=0, revision=None, local=False, weights=None, **kw) -> Loaded:
         if random_init:

@@ -17,7 +17,7 @@ from .weight_only import quantize_weight_only
 METHODS = {
     ("q8", "weight-only"): functools.partial(quantize_weight_only, mode="q8"),
     ("q8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="q8"),
-    ("q8", "dynamic-s8"): functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="q8"),
+    ("q8", "dynamic-s8"): functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="q8", op_types=("MatMul", "Gemm")),
     ("int8", "weight-only"): functools.partial(quantize_weight_only, mode="int8"),
     ("int8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QInt8", mode="int8"),
     ("uint8", "dynamic"): functools.partial(quantize_dynamic_8bit, weight_type="QUInt8", mode="uint8"),

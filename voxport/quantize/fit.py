@@ -145,6 +145,15 @@ def shipped_weight(inits: dict, node, w: str, base_dir: str = ""):
     return (deq.T if transposed else deq).astype(np.float32)
 
 
+def integer_nodes(quantized_path: str, nodes: list) -> set:
+    """Names of the nodes whose weights the quantized file holds for an integer kernel (onnxruntime's
+    `_quantized` initializers; weight-only `_int8` ones compute in float)."""
+    from ..onnxutil import load_light
+
+    names = {i.name for i in load_light(quantized_path).graph.initializer}
+    return {n.name for n, w in nodes if w + "_quantized" in names or w + "_Transposed_quantized" in names}
+
+
 def shipped_biases(quantized_path: str, fp32_model, nodes: list, fp32_dir: str = "") -> dict:
     """bias name -> (index of its node in `nodes`, shipped minus float values) where the quantized file moved a
     node's bias (bias correction). fp32_dir: where fp32_model's side file is, if it has one."""
@@ -221,9 +230,10 @@ def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic: bool
     onnx.save(model, dest)
 
 
-def _switch(model, nodes: list, delta, store, dynamic: bool, biases: dict | None):
+def _switch(model, nodes: list, delta, store, dynamic, biases: dict | None):
     """switch_model's graph surgery on `model`; delta(node, w) -> quantized minus float weights, store(array, name)
-    -> the initializer holding it."""
+    -> the initializer holding it. dynamic: True, or the names of the nodes whose inputs the file quantizes at run
+    time (the others' activation entries change nothing)."""
     from onnx import TensorProto, helper
 
     model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes) * (2 if dynamic else 1)]))
@@ -249,7 +259,7 @@ def _switch(model, nodes: list, delta, store, dynamic: bool, biases: dict | None
             new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_dw"]))
             new.append(helper.make_node("Add", [w, base + "_dw"], [base + "_w"]))
             node.input[1] = base + "_w"
-            if dynamic:
+            if dynamic is True or (dynamic and node.name in dynamic):
                 x = node.input[0]
                 added.append(store(np.array([len(nodes) + i], np.int64), base + "_aidx"))
                 new.append(helper.make_node("Gather", [SWITCH, base + "_aidx"], [base + "_as"], axis=0))
@@ -348,7 +358,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
     switch_files = []
-    dynamic = method == "dynamic"
+    dynamic = integer_nodes(output, nodes) if method == "dynamic" else False
     n = len(nodes)
     # the search's items: node i's weights (item i) and, in files whose activations are quantized at run time,
     # node i's input activation (item n + i: float input, int8 weights, no bytes); float weights need a float

@@ -80,7 +80,9 @@ def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True
         "op_types": list(op_types),
         "nodes_kept_float": keep,
         "why_kept_float": "audio front end (derived from the graph): quantizing it collapses the model to one class",
-        "runs_on": "onnxruntime CPU, onnxruntime-web WASM (not WebGPU: no ConvInteger)",
+        "runs_on": ("onnxruntime CPU, onnxruntime-web WASM; on WebGPU the integer MatMuls run on onnxruntime-web's CPU "
+                    "fallback (verified in Chromium with SwiftShader)") if "Conv" not in op_types else
+                   "onnxruntime CPU, onnxruntime-web WASM",
     }
     with atomic_path(output) as tmp:
         kw = dict(weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,

@@ -203,8 +203,8 @@ class Wav2Vec2Spec(ArchSpec):
     # frame agreement 98.5% vs 98.7%, CER 0.020 vs 0.016; WavLM CTC group-norm mean |dp| 5.3e-5 vs 5.8e-5,
     # CER 0.015 vs 0.019; wav2vec2 cls group-norm max |dp| 0.0057 vs 0.0076. Same file size.
     # dynamic-s8 (int8 weights, 7-bit range, u8 x s8 DynamicQuantizeMatMul) instead of QUInt8 weights: base-sized
-    # classifier, AMD EPYC avx512_vnni, 2 threads, 1 s / 4 s: 0.61 / 0.62x fp32 against 0.78 / 0.82x (u8 x u8 has
-    # no VNNI kernel); max |dp| 1.1e-4 vs 2.5e-4 on the verify cases.
+    # classifier, AMD EPYC avx512_vnni, 2 threads, 1 s / 4 s: 0.67 / 0.62x fp32 against 0.78 / 0.82x (u8 x u8 has
+    # no VNNI kernel); max |dp| 1.1e-4 vs 2.5e-4 on the verify cases. XLS-R-300M-sized CTC: 0.45 / 0.44x fp32.
     recipes = {"q8": Recipe("dynamic-s8", per_channel=True, why="int8 MatMulInteger weights (7-bit range, safe on AVX2 "
                             "without VNNI), per channel: the 8-bit speed-up on CPU and WASM (weight-only dequantizes every "
                             "transformer weight on each run)")}

@@ -1,6 +1,6 @@
 """Dynamic quantization: 8-bit weights, activations quantized at run time (ConvInteger / MatMulInteger).
 
-CPU and WASM only: onnxruntime-web has no ConvInteger on WebGPU.
+Integer kernels run on onnxruntime's CPU and onnxruntime-web's WASM; under WebGPU they run on its CPU fallback.
 """
 from __future__ import annotations
 

@@ -28,7 +28,12 @@ def tamper(folder):
     """Scale the last classifier weight of model.onnx: a file that loads fine but drifts."""
     p = os.path.join(folder, "onnx", "model.onnx")
     m = onnx.load(p)
-    w = [i for i in m.graph.initializer if len(i.dims) == 2][-1]
+    inits = {i.name: i for i in m.graph.initializer}
+    made = {o: n for n in m.graph.node for o in n.output}
+    node = made[m.graph.output[0].name]  # back from the logits to the first node with a 2-D weight: the classifier
+    while not any(x in inits and len(inits[x].dims) == 2 for x in node.input):
+        node = made[node.input[0]]
+    w = next(inits[x] for x in node.input if x in inits and len(inits[x].dims) == 2)
     w.CopyFrom(onnx.numpy_helper.from_array((onnx.numpy_helper.to_array(w) * 1.5).astype(np.float32), w.name))
     onnx.save(m, p)
 

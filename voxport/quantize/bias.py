@@ -13,7 +13,8 @@ import numpy as np
 
 def layer_biases(model, nodes: list) -> dict:
     """node name -> name of the float bias its output gets: a Conv/Gemm's third input, or the initializer
-    operand of the Add that alone consumes a MatMul's output."""
+    operand (one axis of size > 1) of the Add that alone consumes a MatMul's output, directly or through a
+    Transpose."""
     inits = {i.name: i for i in model.graph.initializer}
     consumers = {}
     for n in model.graph.node:
@@ -24,10 +25,12 @@ def layer_biases(model, nodes: list) -> dict:
         if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in inits:
             out[node.name] = node.input[2]
         elif node.op_type == "MatMul":
-            users = consumers.get(node.output[0], [])
+            t, users = node.output[0], consumers.get(node.output[0], [])
+            if len(users) == 1 and users[0].op_type == "Transpose":  # the 1x1-conv form: bias [N, 1] after the transpose
+                t, users = users[0].output[0], consumers.get(users[0].output[0], [])
             if len(users) == 1 and users[0].op_type == "Add":
-                other = [i for i in users[0].input if i != node.output[0]]
-                if other and other[0] in inits and len(inits[other[0]].dims) == 1:
+                other = [i for i in users[0].input if i != t]
+                if other and other[0] in inits and int(np.prod(inits[other[0]].dims)) == max(inits[other[0]].dims, default=0):
                     out[node.name] = other[0]
     return out
 
@@ -111,8 +114,9 @@ def correct(model, fp32_path: str, nodes: list, dequantized: dict, calibration: 
         else:  # MatMul / Gemm: x [.., K] @ W [K, N]
             shift = mu @ dw
         b = numpy_helper.to_array(target[bias]).astype(np.float64)
-        if b.shape != shift.shape:
+        if b.size != shift.size:
             continue
+        shift = shift.reshape(b.shape)  # [N] or, after a transpose, [N, 1]
         target[bias].CopyFrom(numpy_helper.from_array((b - shift).astype(np.float32), bias))
         done += 1
     return done

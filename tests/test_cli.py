@@ -172,6 +172,8 @@ def test_build_force_replaces(tmp_path, ecapa_ckpt):
     assert "skipped q4: 4-bit weights flip decisions" in r.output
     files = json.loads((out / "quantize_config.json").read_text())["files"]
     assert files["model_quantized.onnx"]["method"] == "weight-only" and files["model_uint8.onnx"]["method"] == "dynamic"
+    # q8 tried the fast recipe first and says why it was not kept (the 0.002 target)
+    assert files["model_quantized.onnx"]["instead_of"]["method"] == "dynamic-s8" and files["model_quantized.onnx"]["instead_of"]["why"]
     # the target kept nodes float beyond the exporter's front end, each recorded with its measured error
     q8_cfg = files["model_quantized.onnx"]
     searched = [k["node"] for k in q8_cfg["search"]["kept_float"]]

@@ -141,6 +141,36 @@ def exported(tmp_path_factory, ecapa_ckpt):
     return out, loaded
 
 
+def test_pointwise_convolutions_are_matmuls_and_dynamic_s8_makes_them_integer(tmp_path, exported):
+    """The exporter writes the 1x1 convolutions over frames as MatMul (squeeze-excitation stays Conv); dynamic-s8
+    quantizes those at run time with 7-bit int8 weights and stores the other weights int8 with float compute."""
+    from voxport.quantize.common import integer_share
+
+    src, loaded = exported
+    m = onnx.load(src)
+    ops = collections.Counter(n.op_type for n in m.graph.node)
+    keep = set(json.loads(read_metadata(m)["voxport.keep_float"]))
+    body = [n for n in m.graph.node if n.op_type == "MatMul" and n.name not in keep]
+    assert len(body) == 9  # 3 blocks x (conv1, conv3), layer4, the two attention convolutions
+    assert ops["Conv"] >= 3 * 7 + 1 + 6  # Res2 kernel-3 convs, the first conv, squeeze-excitation
+    out = str(tmp_path / "q.onnx")
+    r = quantize(src, out, method="dynamic-s8", write_config_file=False)
+    q = onnx.load(out)
+    qops = collections.Counter(n.op_type for n in q.graph.node)
+    assert qops["MatMulInteger"] == 9 + ops["Gemm"] and not qops["ConvInteger"]  # the Gemms (fc6, fc7) as MatMul
+    assert r.options["weight_type"] == "QInt8" and r.options["reduce_range"] is True  # no u8 x s8 saturation on AVX2
+    # the convolutions: int8 weights, float compute (all but the exporter's and those too small to be worth it)
+    inits = {i.name: i for i in m.graph.initializer}
+    big = [n for n in m.graph.node if n.op_type == "Conv" and n.name not in keep and np.prod(inits[n.input[1]].dims) >= 1024]
+    assert r.options["weight_only"]["nodes"] == len(big) >= 1
+    share = integer_share(out)
+    assert 0.5 < share < 1.0  # the first conv and the kernel-3 convs compute in float
+    assert integer_share(src) == 0.0
+    # without a reference to measure it, the recipe's fallback is made
+    plain = quantize(src, str(tmp_path / "p.onnx"), write_config_file=False)
+    assert plain.options["method"] == "weight-only"
+
+
 @pytest.mark.parametrize("method", ["dynamic", "weight-only"])
 def test_q8_keeps_front_end_float(tmp_path, exported, method):
     src, loaded = exported

@@ -215,11 +215,11 @@ class ECAPASpec(ArchSpec):
     #   dynamic int8, 7-bit      0.074 / 0.051 / 0.016      (missed 0.05; keeping nodes float needed 2.2x the bytes)
     #   dynamic uint8 per-ch.    0.081 / 0.069 / 0.023   <- uint8: integer kernels, the fastest file in Chromium WASM
     # Bias correction was mixed (0.038 -> 0.026 on one checkpoint, 0.026 -> 0.029 and 0.069 -> 0.120 on others): off.
-    # q8 first tries dynamic int8 with all 8 bits on the MatMul form of the 1x1 convolutions (pointwise.py): where it
-    # keeps its decisions it runs at 0.48-0.53x fp32 (AMD EPYC, AVX512-VNNI, 2 threads, C=1024 fully quantized);
-    # the build's search (suite, 0.018 aim): C=512 fully quantized 0.0144 (99.7% of the weights integer); C=1024
-    # voxport-made 0.041 and upstream-made 0.091 fully quantized, passing only with 39 / 36 nodes float (0% / 4%
-    # integer): for those the weight-only file is made instead (same bytes, fp32 speed, loads on WebGPU).
+    # q8 first tries dynamic-s8 on the MatMul form of the 1x1 convolutions (pointwise.py): MatMuls quantized at run
+    # time (u8 x s8, 7-bit weights), the convolutions int8 with float compute. Measured (AMD EPYC, AVX512-VNNI,
+    # 2 threads, 0.75 s / 3 s x fp32): C=512 made from speech, 2 nodes float, max |dp| 0.012: 0.64 / 0.61x; C=1024
+    # fully quantized 0.53 / 0.48x, but 0.062 (voxport-made) and over the bar (upstream-made) on the suite, passing
+    # only with every MatMul float: those builds make the weight-only file instead (fp32 speed, loads on WebGPU).
     recipes = {
         "q8": Recipe("dynamic-s8", per_channel=True, min_integer_share=0.6,
                      why="dynamic int8 MatMul (u8 x s8, int8 dot products): the fast file where it keeps the model's decisions",

@@ -161,9 +161,6 @@ def store_half(model, node_names) -> int:
     return done
 
 
-INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
-
-
 def integer_share(path: str) -> float:
     """Of the weights of a quantized file's Conv / MatMul / Gemm products, the share multiplied in integer kernels
     (8-bit weights read by MatMulInteger / ConvInteger); the rest compute in float (the front end, nodes the

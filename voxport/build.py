@@ -15,7 +15,7 @@ from .export import export_model
 from .onnxutil import embed_external, file_size, give_back_memory
 from .package import DTYPE_FILES, make_parents, publish, remove_empty, write_folder
 from .quantize import Skipped, quantize
-from .quantize.fit import SEARCH_MODES, calibration_cases, fit_any, fit_target, fit_with_fallback
+from .quantize.fit import SEARCH_MODES, calibration_cases, fit_target, fit_with_fallback, recipe_fitter
 from .results import BuildResult
 from .tolerances import SIZE_BUDGET
 from .validate import check_audio_files, check_build_inputs
@@ -127,27 +127,17 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
             if mode == "q8" and q8_method:
                 rec = dataclasses.replace(rec, method=q8_method, fallback=None)
 
-            def make_for(rec, mode=mode, out=out):
-                def make(bias_correction):
-                    def run(extra, search):
-                        return quantize(fp32, out, mode=mode, method=rec.method, per_channel=rec.per_channel, config_path=config_path,
-                                        extra_float=extra, search=search, calibration=calibration if bias_correction else None)
-                    return run
-                return make
-
             try:
                 if not search or (mode not in SEARCH_MODES):
-                    qs.append(make_for(rec)(rec.bias_correction)([], None))
+                    qs.append(quantize(fp32, out, mode=mode, method=rec.method, per_channel=rec.per_channel, config_path=config_path,
+                                       calibration=calibration if rec.bias_correction else None))
                     continue
                 bar = spec.tolerance(loaded, mode)
                 target = fit_target(bar)
                 if mode == "q8" and q8_target is not None:
                     target = bar = dataclasses.replace(target, max_abs_prob=q8_target)
-
-                def fit_recipe(rec, mode=mode, out=out, target=target, bar=bar):
-                    return fit_any(fp32, out, mode, make_for(rec), cases, refs, target, bias_correction=rec.bias_correction,
-                                   size_budget=size_budget, progress=say, bar=bar, kinds=kinds, measured=measured)
-
+                fit_recipe = recipe_fitter(fp32, out, mode, cases, refs, target, bar, kinds, calibration, size_budget, say,
+                                           config_path, measured=measured)
                 q, fr = fit_with_fallback(rec, fit_recipe, out, config_path, say)
                 qs.append(q)
                 fits[mode] = fr

@@ -176,7 +176,7 @@ def shipped_biases(quantized_path: str, fp32_model, nodes: list, fp32_dir: str =
     return out
 
 
-def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: dict | None = None):
+def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic, biases: dict | None = None):
     """The fp32 graph with input `voxport_switch`: entry i mixes node i's float and quantized weights (and its bias
     with the corrected one); for dynamic files entry len(nodes) + i mixes node i's input activation with the
     activation's 8-bit round trip."""
@@ -189,7 +189,7 @@ def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic: bool, biases: 
                    dynamic, biases)
 
 
-def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic: bool, biases: dict | None, dest: str) -> None:
+def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic, biases: dict | None, dest: str) -> None:
     """switch_model() written to `dest`, beside the fp32 file, without holding the weights: the float weights stay
     in the fp32 file (its side file, when it has one), and each node's difference to its quantized weights is
     computed from one weight at a time and written to `dest`_data. Same graph, same numbers."""
@@ -232,8 +232,8 @@ def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic: bool
 
 def _switch(model, nodes: list, delta, store, dynamic, biases: dict | None):
     """switch_model's graph surgery on `model`; delta(node, w) -> quantized minus float weights, store(array, name)
-    -> the initializer holding it. dynamic: True, or the names of the nodes whose inputs the file quantizes at run
-    time (the others' activation entries change nothing)."""
+    -> the initializer holding it. dynamic: True (every node), or the names of the nodes whose inputs the file
+    quantizes at run time (integer_nodes; the others' activation entries change nothing; none: no such entries)."""
     from onnx import TensorProto, helper
 
     model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes) * (2 if dynamic else 1)]))
@@ -354,11 +354,10 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         nodes = [(n, w) for n, w in nodes if w in deq]
     if not nodes:
         raise FitError(f"{mode} misses {metric} {aim:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
-    method = (result.options or {}).get("method")
     say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
     switch_files = []
-    dynamic = integer_nodes(output, nodes) if method == "dynamic" else False
+    dynamic = integer_nodes(output, nodes)  # empty for files without run-time quantization
     n = len(nodes)
     # the search's items: node i's weights (item i) and, in files whose activations are quantized at run time,
     # node i's input activation (item n + i: float input, int8 weights, no bytes); float weights need a float
@@ -520,7 +519,6 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
     """The quantize stage with its tolerance met by construction: the reference is rebuilt from the file's
     source record (or `loaded`), the file is measured on the verify cases and, where it misses, its most
     sensitive nodes stay float. Returns (QuantizeResult, FitResult)."""
-    from . import quantize
     from ..archs import get_arch
     from ..verify.check import build_cases
 
@@ -540,6 +538,19 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
         rec = dataclasses.replace(rec, method=method, fallback=None)
     calibration = calibration_cases(spec, loaded)
 
+    config = config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json")
+    fit_recipe = recipe_fitter(input_path, output, mode, cases, refs, tol, bar, kinds, calibration, size_budget, progress, config,
+                               per_channel=per_channel)
+    return fit_with_fallback(rec, fit_recipe, output, config, progress or (lambda m: None))
+
+
+def recipe_fitter(input_path: str, output: str, mode: str, cases: list, refs: list, target: Tolerance, bar: Tolerance,
+                  kinds: dict | None, calibration: list, size_budget: float, progress, config_path: str | None,
+                  per_channel: bool | None = None, measured: dict | None = None):
+    """rec -> (QuantizeResult, FitResult): fit_any() making `output` with the recipe's method, scales (per_channel
+    overrides them) and bias-correction setting; the function fit_with_fallback() takes."""
+    from . import quantize
+
     def fit_recipe(rec):
         def make(bias_correction):
             def run(extra, search):
@@ -548,11 +559,10 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
                                 extra_float=extra, search=search, calibration=calibration if bias_correction else None)
             return run
 
-        return fit_any(input_path, output, mode, make, cases, refs, tol, bias_correction=rec.bias_correction,
-                       size_budget=size_budget, progress=progress, bar=bar, kinds=kinds)
+        return fit_any(input_path, output, mode, make, cases, refs, target, bias_correction=rec.bias_correction,
+                       size_budget=size_budget, progress=progress, bar=bar, kinds=kinds, measured=measured)
 
-    config = config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json")
-    return fit_with_fallback(rec, fit_recipe, output, config, progress or (lambda m: None))
+    return fit_recipe
 
 
 def fit_with_fallback(rec, fit_recipe, out: str, config_path: str | None, say) -> tuple:

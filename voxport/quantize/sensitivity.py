@@ -119,7 +119,7 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         # every node quantized once, the exporter's float list too; then one switch graph runs each node alone
         import onnx
 
-        from .fit import SwitchRunner, shipped_weights, switch_model
+        from .fit import SwitchRunner, integer_nodes, shipped_weights, switch_model
 
         quantize(path, out, mode=mode, method=method, extra_float=[], replace_float=True, write_config_file=False)
         src = onnx.load(path, load_external_data=False)
@@ -128,7 +128,7 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         deq = shipped_weights(out, pairs)
         switched = [p for p in pairs if p[1] in deq]
         index = {n.name: i for i, (n, _) in enumerate(switched)}
-        dynamic = (method or "").startswith("dynamic")
+        dynamic = integer_nodes(out, switched)  # the nodes whose inputs the file quantizes at run time
         sw = SwitchRunner(switch_model(path, switched, deq, dynamic=dynamic), tmp)
         items = len(switched) * (2 if dynamic else 1)
         ranking = []

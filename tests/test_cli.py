@@ -160,6 +160,22 @@ def test_verify_exits_1_on_tampered_folder(tmp_path, ecapa_folder, ecapa_ckpt):
     assert "verify: failed" in r.output
 
 
+def test_build_no_search_measures_and_falls_back(tmp_path, ecapa_ckpt):
+    # without the search each file is made fully quantized and measured: dynamic-s8 misses the bar on this
+    # checkpoint (max |dp| ~0.11), so the recipe's fallback is made and says why; a bar no file meets fails the build
+    out = tmp_path / "out"
+    r = run("build", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--output-dir", out, "--no-search")
+    assert r.exit_code == 0, r.output
+    q8 = json.loads((out / "quantize_config.json").read_text())["files"]["model_quantized.onnx"]
+    assert q8["method"] == "weight-only" and q8["instead_of"]["method"] == "dynamic-s8"
+    assert "search is off" in q8["instead_of"]["why"]
+    assert json.loads((out / "voxport.json").read_text())["verify"]["status"] == "passed"
+    r = run("build", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--output-dir", tmp_path / "strict", "--no-search",
+            "--q8-target", "0.002")
+    assert r.exit_code == 1, r.output
+    assert "search is off" in r.output and not (tmp_path / "strict").exists() and no_leftovers(tmp_path)
+
+
 def test_build_force_replaces(tmp_path, ecapa_ckpt):
     out = tmp_path / "out"
     out.mkdir()

@@ -86,7 +86,8 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
           runtimes=("python",), search=True, size_budget=SIZE_BUDGET) -> BuildResult:
     """load_options: extra keyword arguments for the architecture's load() (e.g. C=64 for a small ECAPA).
     search: when a quantized file misses its tolerance, keep its most sensitive nodes float (within size_budget
-    times the fully quantized size); q8_target: a stricter max |dp| for q8 than its tolerance."""
+    times the fully quantized size); without it each file is made fully quantized and measured (a recipe's
+    fallback is made where the first method misses); q8_target: a stricter max |dp| for q8 than its tolerance."""
     t0 = time.time()
 
     def say(msg):  # each stage with the time since the start and the peak memory so far
@@ -128,7 +129,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
                 rec = dataclasses.replace(rec, method=q8_method, fallback=None)
 
             try:
-                if not search or (mode not in SEARCH_MODES):
+                if mode not in SEARCH_MODES:
                     qs.append(quantize(fp32, out, mode=mode, method=rec.method, per_channel=rec.per_channel, config_path=config_path,
                                        calibration=calibration if rec.bias_correction else None))
                     continue
@@ -137,7 +138,7 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
                 if mode == "q8" and q8_target is not None:
                     target = bar = dataclasses.replace(target, max_abs_prob=q8_target)
                 fit_recipe = recipe_fitter(fp32, out, mode, cases, refs, target, bar, kinds, calibration, size_budget, say,
-                                           config_path, measured=measured)
+                                           config_path, measured=measured, search=search)
                 q, fr = fit_with_fallback(rec, fit_recipe, out, config_path, say)
                 qs.append(q)
                 fits[mode] = fr

@@ -9,9 +9,6 @@ import numpy as np
 from ..tolerances import Tolerance, parity
 
 
-from .source import hub_id, resolve_checkpoint  # noqa: E402,F401  (re-exported for the arch modules)
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How one file kind is made: the method, weight scales per channel or per tensor, bias correction, and why.

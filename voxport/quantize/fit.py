@@ -52,6 +52,9 @@ class FitResult(_ToDict):
         if self.passed_all_quantized:
             return f"{self.mode}: fully quantized, {self.metric} {self.max_abs_prob_all_quantized:.3g} on the verify cases" + (
                 f" ({self.note})" if self.note else "")
+        if not self.kept_float:  # kept fully quantized without the margin (the search was off)
+            return (f"{self.mode}: fully quantized, {self.metric} {self.max_abs_prob_all_quantized:.3g} on the verify cases: "
+                    f"meets the tolerance, not the margin {self.target_max_abs_prob:.3g}")
         grow = self.size_bytes / self.size_all_quantized if self.size_all_quantized else 1.0
         return (f"{self.mode}: {self.metric} {self.max_abs_prob_all_quantized:.3g} fully quantized > {self.target_max_abs_prob:.3g}; "
                 f"kept {describe_kept(self.kept_float)} -> {self.max_abs_prob:.3g}, "
@@ -307,14 +310,15 @@ class SwitchRunner:
 
 def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: list, target: Tolerance,
         size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None, kinds: dict | None = None,
-        measured: dict | None = None):
+        measured: dict | None = None, search: bool = True):
     """quantize_fn(extra_float: list, search: dict | None) writes `output` (recording `search` in its options and
     metadata) and returns a QuantizeResult. Returns (QuantizeResult, FitResult).
 
     target: what the search aims at (the tolerance with a margin); bar: the tolerance itself. When no file within
     the budget reaches the target, the smallest one that meets the bar is kept (the fully quantized file if it
     does); only when none meets the bar does it fail. measured: gets {output: the file's outputs on the cases} for
-    the file returned (verify runs the same file on the same cases: it need not run them again)."""
+    the file returned (verify runs the same file on the same cases: it need not run them again).
+    search=False: the fully quantized file only, kept if it meets the bar (FitError if not)."""
     from ..verify.runtimes import OnnxRuntimePython
     from .common import read_source
 
@@ -335,9 +339,13 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     base_size = result.size_bytes
     done = dict(mode=mode, target_max_abs_prob=aim or 0.0, max_abs_prob_all_quantized=err0, size_all_quantized=base_size,
                 size_budget=size_budget, metric=metric)
-    if ok:
+    if ok or (not search and full_meets_bar):
         measured[output] = outs
-        return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size, seconds=time.time() - t0)
+        return result, FitResult(**done, passed_all_quantized=ok, max_abs_prob=err0, size_bytes=base_size, seconds=time.time() - t0,
+                                 met="margin" if ok else "tolerance")
+    if not search:
+        raise FitError(f"{mode} misses {metric} {bar_judge.aim or 0.0:.3g} fully quantized (measured {err0:.3g}) and the "
+                       "search is off")
     src, _, keep = read_source(fp32_path)
     nodes = _weight_nodes(src, set(keep))
     light = has_external_data(fp32_path)  # weights in side files: the switch graph is written one weight at a time
@@ -546,9 +554,10 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
 
 def recipe_fitter(input_path: str, output: str, mode: str, cases: list, refs: list, target: Tolerance, bar: Tolerance,
                   kinds: dict | None, calibration: list, size_budget: float, progress, config_path: str | None,
-                  per_channel: bool | None = None, measured: dict | None = None):
+                  per_channel: bool | None = None, measured: dict | None = None, search: bool = True):
     """rec -> (QuantizeResult, FitResult): fit_any() making `output` with the recipe's method, scales (per_channel
-    overrides them) and bias-correction setting; the function fit_with_fallback() takes."""
+    overrides them) and bias-correction setting; the function fit_with_fallback() takes. search=False: each
+    recipe's file fully quantized, measured against the bar (a fallback recipe is made when the first misses)."""
     from . import quantize
 
     def fit_recipe(rec):
@@ -560,7 +569,7 @@ def recipe_fitter(input_path: str, output: str, mode: str, cases: list, refs: li
             return run
 
         return fit_any(input_path, output, mode, make, cases, refs, target, bias_correction=rec.bias_correction,
-                       size_budget=size_budget, progress=progress, bar=bar, kinds=kinds, measured=measured)
+                       size_budget=size_budget, progress=progress, bar=bar, kinds=kinds, measured=measured, search=search)
 
     return fit_recipe
 
@@ -618,16 +627,19 @@ def load_source(path: str):
 
 def fit_any(fp32_path: str, output: str, mode: str, make_fn, cases: list, refs: list, target: Tolerance,
             bias_correction: bool = False, size_budget: float = SIZE_BUDGET, progress=None, bar: Tolerance | None = None,
-            kinds: dict | None = None, measured: dict | None = None):
+            kinds: dict | None = None, measured: dict | None = None, search: bool = True):
     """fit() with the recipe's bias-correction setting, then, if no file within the budget meets the target, with
     the other setting (measured on three ECAPA checkpoints, bias correction helped some files and hurt others:
-    the search measures which one this file needs). make_fn(bias_correction) -> quantize_fn for fit()."""
+    the search measures which one this file needs). make_fn(bias_correction) -> quantize_fn for fit().
+    search=False: the recipe's setting only, fully quantized, kept if it meets the bar."""
     first = None
-    for bc in (bias_correction, not bias_correction):
+    for bc in (bias_correction, not bias_correction) if search else (bias_correction,):
         try:
             return fit(fp32_path, output, mode, make_fn(bc), cases, refs, target, size_budget=size_budget, progress=progress, bar=bar,
-                       kinds=kinds, measured=measured)
+                       kinds=kinds, measured=measured, search=search)
         except FitError as e:
+            if not search:
+                raise
             first = first or e
             if progress:
                 progress(f"{mode}: {e}; trying {'without' if bc else 'with'} bias correction")

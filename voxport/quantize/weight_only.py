@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from ..onnxutil import atomic_path
-from .common import channel_axis, correct_biases, finish, read_source, store_int8  # noqa: F401  (channel_axis re-exported)
+from .common import correct_biases, finish, read_source, store_int8
 
 
 def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, mode: str = "q8"):

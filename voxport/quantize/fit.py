@@ -495,6 +495,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             plans, level = [(float(cost[ranked[:k]].sum()), k, ranked)], judge
         _, k, ranked = min(plans, key=lambda p: p[0])
         runner = None  # frees the session before the real files are written
+        give_back_memory()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         for f in switch_files:

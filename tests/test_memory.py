@@ -133,7 +133,7 @@ def test_switch_graph_written_from_side_files_is_the_same(tmp_path, small_ckpt, 
     nodes = [(n, w) for n, w in nodes if w in deq]
     dynamic = method == "dynamic"
     biases = shipped_biases(q, model, nodes)
-    usual = switch_model(src, nodes, q, dynamic=dynamic, biases=biases)
+    usual = switch_model(src, nodes, deq, dynamic=dynamic, biases=biases)
     sw = str(tmp_path / "side" / "switch.onnx")
     side_model, _, _ = read_source(side)
     write_switch(side, nodes, qs, dynamic, shipped_biases(qs, side_model, nodes, str(tmp_path / "side")), sw)

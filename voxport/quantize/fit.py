@@ -125,50 +125,24 @@ def shipped_weights(quantized, nodes: list) -> dict:
     return out
 
 
-def _quantized_base(inits: dict, w: str):
-    """The prefix of weight w's quantized initializers in a quantized file (w, or w_Transposed), or None."""
-    base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
-    return base if base is not None and base + "_scale" in inits else None
-
-
-def shipped_quantized(inits: dict, node, w: str, base_dir: str = ""):
-    """How the quantized file's initializers (`inits`, data in a side file under base_dir if so) store node's weight
-    `w`: (integers, scale, zero point or None, channel axis of the integers or None, transposed), or None when the
-    method left it float. transposed: the integers are the weight's transpose (onnxruntime stores a Gemm's transB
-    weight as a MatMul's [K, N])."""
+def shipped_weight(inits: dict, node, w: str, base_dir: str = ""):
+    """The dequantized values the quantized file's initializers (`inits`, data in a side file under base_dir if
+    so) hold for node's weight `w`, or None when the method left it float."""
     from ..onnxutil import tensor_array
 
-    base = _quantized_base(inits, w)
-    if base is None:
+    # onnxruntime stores a Gemm's transB weight transposed, as a MatMul's [K, N]
+    base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
+    if base is None or base + "_scale" not in inits:
         return None
     qname = next(base + s for s in ("_int8", "_quantized") if base + s in inits)
-    qv = tensor_array(inits[qname], base_dir)
-    scale = tensor_array(inits[base + "_scale"], base_dir).astype(np.float32)
-    zp = tensor_array(inits[base + "_zero_point"], base_dir) if base + "_zero_point" in inits else None
+    qv = tensor_array(inits[qname], base_dir).astype(np.float64)
+    scale = tensor_array(inits[base + "_scale"], base_dir).astype(np.float64)
+    zp = (tensor_array(inits[base + "_zero_point"], base_dir).astype(np.float64) if base + "_zero_point" in inits
+          else np.zeros_like(scale))
     transposed = base != w
-    axis = None
     if scale.size > 1:
-        axis = qv.ndim - 1 if transposed else channel_axis(node, qv.shape)
-        scale = scale.reshape(-1)
-        zp = zp.reshape(-1) if zp is not None else None
-    else:
-        scale = scale.reshape(())
-        zp = zp.reshape(()) if zp is not None else None
-    return qv, scale, zp, axis, transposed
-
-
-def shipped_weight(inits: dict, node, w: str, base_dir: str = ""):
-    """The dequantized values the quantized file holds for node's weight `w` (shipped_quantized), or None."""
-    got = shipped_quantized(inits, node, w, base_dir)
-    if got is None:
-        return None
-    qv, scale, zp, axis, transposed = got
-    qv = qv.astype(np.float64)
-    zp = np.zeros_like(scale, np.float64) if zp is None else zp.astype(np.float64)
-    scale = scale.astype(np.float64)
-    if axis is not None:
         shape = [1] * qv.ndim
-        shape[axis] = -1
+        shape[qv.ndim - 1 if transposed else channel_axis(node, qv.shape)] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
     deq = (qv - zp) * scale
     return (deq.T if transposed else deq).astype(np.float32)
@@ -205,42 +179,40 @@ def shipped_biases(quantized_path: str, fp32_model, nodes: list, fp32_dir: str =
     return out
 
 
-def switch_model(fp32_path: str, nodes: list, quantized_path: str, dynamic, biases: dict | None = None):
-    """The fp32 graph with input `voxport_switch`: entry i mixes node i's float weights with the quantized file's
-    (and its bias with the corrected one); for dynamic files entry len(nodes) + i mixes node i's input activation
-    with the activation's 8-bit round trip. The quantized weights stay 8-bit in the graph (DequantizeLinear, which
-    onnxruntime does not fold): the float weights and a quarter more, not twice the float weights."""
+def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic, biases: dict | None = None):
+    """The fp32 graph with input `voxport_switch`: entry i mixes node i's float and quantized weights (and its bias
+    with the corrected one); for dynamic files entry len(nodes) + i mixes node i's input activation with the
+    activation's 8-bit round trip."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(fp32_path)
-    q = onnx.load(quantized_path)
-    qinits = {i.name: i for i in q.graph.initializer}
-    qbase = os.path.dirname(os.path.abspath(quantized_path))
-    return _switch(model, nodes, lambda node, w: shipped_quantized(qinits, node, w, qbase), numpy_helper.from_array, dynamic,
-                   biases)
+    inits = {i.name: i for i in model.graph.initializer}
+    return _switch(model, nodes, lambda node, w: deq[w] - numpy_helper.to_array(inits[w]), numpy_helper.from_array,
+                   dynamic, biases)
 
 
 def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic, biases: dict | None, dest: str) -> None:
     """switch_model() written to `dest`, beside the fp32 file, without holding the weights: the float weights stay
-    in the fp32 file (its side file, when it has one), and each node's quantized weights are read one at a time
-    and written to `dest`_data. Same graph, same numbers."""
+    in the fp32 file (its side file, when it has one), and each node's difference to its quantized weights is
+    computed from one weight at a time and written to `dest`_data. Same graph, same numbers."""
     import onnx
 
-    from ..onnxutil import external_tensor, load_light
+    from ..onnxutil import external_tensor, load_light, tensor_array
 
     base = os.path.dirname(os.path.abspath(fp32_path))
     if os.path.dirname(os.path.abspath(dest)) != base:
         raise ValueError("the switch graph must be written beside the fp32 file (it reads the fp32 file's side file)")
     model = load_light(fp32_path)
+    inits = {i.name: i for i in model.graph.initializer}
     q = load_light(quantized_path)
     qinits = {i.name: i for i in q.graph.initializer}
     qbase = os.path.dirname(os.path.abspath(quantized_path))
     data = open(dest + "_data", "wb")
     where = [0]
 
-    def quantized(node, w):
-        return shipped_quantized(qinits, node, w, qbase)
+    def delta(node, w):
+        return shipped_weight(qinits, node, w, qbase) - tensor_array(inits[w], base)
 
     def store(arr, name):
         if arr.nbytes < 1024:
@@ -255,15 +227,15 @@ def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic, bias
         return t
 
     try:
-        model = _switch(model, nodes, quantized, store, dynamic, biases)
+        model = _switch(model, nodes, delta, store, dynamic, biases)
     finally:
         data.close()
     onnx.save(model, dest)
 
 
-def _switch(model, nodes: list, quantized, store, dynamic, biases: dict | None):
-    """switch_model's graph surgery on `model`; quantized(node, w) -> shipped_quantized()'s form of the node's
-    quantized weights, store(array, name) -> the initializer holding it. dynamic: True (every node), or the names of the nodes whose inputs the file
+def _switch(model, nodes: list, delta, store, dynamic, biases: dict | None):
+    """switch_model's graph surgery on `model`; delta(node, w) -> quantized minus float weights, store(array, name)
+    -> the initializer holding it. dynamic: True (every node), or the names of the nodes whose inputs the file
     quantizes at run time (integer_nodes; the others' activation entries change nothing; none: no such entries)."""
     from onnx import TensorProto, helper
 
@@ -285,17 +257,7 @@ def _switch(model, nodes: list, quantized, store, dynamic, biases: dict | None):
         if i is not None:
             w = node.input[1]
             base = f"voxport_sw{i}"
-            qv, scale, zp, axis, transposed = quantized(node, w)
-            added += [store(qv, base + "_q"), store(scale, base + "_qs"), store(np.array([i], np.int64), base + "_idx")]
-            dq_in = [base + "_q", base + "_qs"]
-            if zp is not None:
-                added.append(store(zp, base + "_qz"))
-                dq_in.append(base + "_qz")
-            # w + s * (dequantized - w): the float weights at s = 0, the shipped ones at s = 1
-            new.append(helper.make_node("DequantizeLinear", dq_in, [base + "_wq"], **({} if axis is None else {"axis": axis})))
-            if transposed:
-                new.append(helper.make_node("Transpose", [base + "_wq"], [base + "_wqt"], perm=[1, 0]))
-            new.append(helper.make_node("Sub", [base + ("_wqt" if transposed else "_wq"), w], [base + "_delta"]))
+            added += [store(delta(node, w), base + "_delta"), store(np.array([i], np.int64), base + "_idx")]
             new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
             new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_dw"]))
             new.append(helper.make_node("Add", [w, base + "_dw"], [base + "_w"]))
@@ -386,11 +348,18 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
                        "search is off")
     src, _, keep = read_source(fp32_path)
     nodes = _weight_nodes(src, set(keep))
-    from ..onnxutil import give_back_memory, load_light
-
     light = has_external_data(fp32_path)  # weights in side files: the switch graph is written one weight at a time
-    qinits = {i.name for i in load_light(output).graph.initializer}
-    nodes = [(n, w) for n, w in nodes if _quantized_base(qinits, w) is not None]
+    if light:
+        from ..onnxutil import give_back_memory, load_light
+
+        q = load_light(output)
+        qinits = {i.name: i for i in q.graph.initializer}
+        qbase = os.path.dirname(os.path.abspath(output))
+        nodes = [(n, w) for n, w in nodes if shipped_weight(qinits, n, w, qbase) is not None]
+        deq = q = qinits = None
+    else:
+        deq = shipped_weights(output, nodes)
+        nodes = [(n, w) for n, w in nodes if w in deq]
     if not nodes:
         raise FitError(f"{mode} misses {metric} {aim:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
     say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
@@ -411,7 +380,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             give_back_memory()
             runner = SwitchRunner(None, tmp, outputs=out_names, path=sw)
         else:
-            runner = SwitchRunner(switch_model(fp32_path, nodes, output, dynamic=dynamic, biases=biases), tmp, outputs=out_names)
+            runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp, outputs=out_names)
         # the worst cases of the fully quantized file carry the ranking
         full = runner.run(np.ones(m), cases)
         per_case = [judge.error(judge.report([o], [c], [r])) for c, r, o in zip(cases, refs, full)]

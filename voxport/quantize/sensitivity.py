@@ -129,7 +129,7 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         switched = [p for p in pairs if p[1] in deq]
         index = {n.name: i for i, (n, _) in enumerate(switched)}
         dynamic = integer_nodes(out, switched)  # the nodes whose inputs the file quantizes at run time
-        sw = SwitchRunner(switch_model(path, switched, out, dynamic=dynamic), tmp)
+        sw = SwitchRunner(switch_model(path, switched, deq, dynamic=dynamic), tmp)
         items = len(switched) * (2 if dynamic else 1)
         ranking = []
         for k, (name, op, weights, kept) in enumerate(nodes):

@@ -1,7 +1,9 @@
 // Runs one verify job through Transformers.js; shared by the Node and browser runners.
-// job: { task, model, dtypes, device, labels: {id: label}, cases: [{ name, rows: [url-or-path] }] }
+// job: { task, model, dtypes, device, labels: {id: label}, frames, cases: [{ name, rows: [url-or-path] }] }
+// frames (speech recognition): each row is { text, logits: {dims, data} } instead of the text alone.
 // task "outputs": the way an embedding model is used, AutoFeatureExtractor + AutoModel, every graph output by name.
-// result: { dtype: { load_ms, median_ms, error, cases: [{ name, rows: [probs by label id | text | {output: {dims, data}}] }] } }
+// result: { dtype: { load_ms, median_ms, error, cases: [{ name, rows: [probs by label id | text | {text, logits} |
+//   {output: {dims, data}}] }] } }
 
 async function outputsModel(transformers, job, options) {
   const { AutoFeatureExtractor, AutoModel } = transformers;
@@ -45,6 +47,12 @@ export async function runJob(transformers, job, readRow) {
           }
           const out = job.task === "automatic-speech-recognition" ? await pipe(audio) : await pipe(audio, { top_k: null });
           times.push(performance.now() - t);
+          if (job.task === "automatic-speech-recognition" && job.frames) {
+            // the pipeline's own processor and model on the same audio: the frame logits behind the text (not timed)
+            const { logits } = await pipe.model(await pipe.processor(audio));
+            rows.push({ text: out.text, logits: { dims: logits.dims, data: Array.from(logits.data) } });
+            continue;
+          }
           rows.push(job.task === "automatic-speech-recognition" ? out.text : byLabelId(out, job.labels));
         }
         entry.cases.push({ name: c.name, rows });

@@ -83,7 +83,26 @@ def test_wav2vec2_folders_in_node(tmp_path):
             for f in files:
                 eq = f["extra"]["transcripts_equal_ort"]
                 assert eq.split("/")[0] == eq.split("/")[1]
+                # the frames behind the text came back and were judged against onnxruntime-python
+                dec = f["extra"]["decisive_frames_equal_ort"].split("/")
+                assert dec[0] == dec[1] and (int(dec[1]) > 0 or f["file"] != "model.onnx")  # q8's bar: none decisive here
+                assert f["extra"]["max_dp_vs_onnxruntime_python"] <= (1e-5 if f["file"] == "model.onnx" else 2e-2)
             assert files[0]["extra"]["transcripts_equal_pytorch"].split("/")[0] == files[0]["extra"]["transcripts_equal_pytorch"].split("/")[1]
+
+
+def test_frame_agreement_separates_near_ties_from_decisive_flips():
+    import numpy as np
+
+    from voxport.verify.check import frame_agreement
+
+    want = np.log(np.array([[[0.90, 0.05, 0.05], [0.45, 0.44, 0.11], [0.10, 0.80, 0.10]]]))
+    near = np.log(np.array([[[0.90, 0.05, 0.05], [0.44, 0.45, 0.11], [0.10, 0.80, 0.10]]]))  # a near tie flips
+    r = frame_agreement(["a"], [near], [want], 2e-2)
+    assert r["decisive_total"] == 2 and r["decisive_agree"] == 2 and abs(r["max_dp"] - 0.01) < 1e-9
+    flip = np.log(np.array([[[0.05, 0.90, 0.05], [0.45, 0.44, 0.11], [0.10, 0.80, 0.10]]]))  # a decisive frame flips
+    r = frame_agreement(["a"], [flip], [want], 2e-2)
+    assert r["decisive_agree"] == 1 and r["max_dp"] > 0.8
+    assert frame_agreement(["a"], [want[:, :2]], [want], 2e-2)["max_dp"] == float("inf")  # frames missing
 
 
 def test_missing_transformers_js_is_a_one_line_error(monkeypatch, small_ecapa):

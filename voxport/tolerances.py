@@ -130,19 +130,6 @@ def runtime(name: str, numeric: str, relative: bool = False) -> float:
     return RUNTIME[(name, numeric)][0]
 
 
-# CTC transcripts from Transformers.js vs onnxruntime-python on the same dynamic-int8 file: character error rate.
-# Float files must give identical transcripts.
-RUNTIME_CER = {
-    "node": (0.05, "onnxruntime-node 1.30's integer kernels vs Python's 1.31: 2 of 41 random-weight CTC clips differed on near-tie frames"),
-    "browser": (0.05, "WASM integer kernels round activations differently (as in probabilities above)"),
-    "webgpu": (0.05, "integer ops fall back to the WASM kernels"),
-}
-
-
-def runtime_cer(name: str) -> float:
-    return RUNTIME_CER[name][0]
-
-
 # The keep-float search aims at this share of a file kind's max |dp| bar on the verify suite, so that
 # held-out audio (the user's files) stays within the bar itself. Measured on 4 recorded clips never seen by the
 # build (C=1024 ECAPA made from speech): int8 0.036 -> 0.054, uint8 0.032 -> 0.058, q8 0.017 -> 0.026, i.e.

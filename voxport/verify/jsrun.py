@@ -25,8 +25,9 @@ def check_js(browser: bool = False) -> None:
 
 
 def run_job(folder: str, task: str, dtypes: list, rows: list, labels: dict | None, where: str = "node",
-            device: str | None = None, threads: int | None = None, timeout: int = 1800) -> dict:
-    """rows: list of (case name, [1-D float32 arrays]). Returns the runner's JSON."""
+            device: str | None = None, threads: int | None = None, timeout: int = 1800, frames: bool = False) -> dict:
+    """rows: list of (case name, [1-D float32 arrays]). Returns the runner's JSON. frames: speech recognition rows
+    come back as {"text", "logits": {"dims", "data"}} (the model's frame logits behind each transcript)."""
     check_js(browser=where == "browser")
     tmp = tempfile.mkdtemp(prefix="voxport-js-")
     try:
@@ -41,7 +42,7 @@ def run_job(folder: str, task: str, dtypes: list, rows: list, labels: dict | Non
         link = os.path.join(tmp, "model")  # a plain name: Transformers.js mis-resolves ids such as ".build-x"
         os.symlink(os.path.abspath(folder), link)
         job = {"task": task, "model": link, "dtypes": dtypes, "device": device, "labels": labels or {},
-               "cases": cases, "threads": threads, "timeout_s": timeout}
+               "cases": cases, "threads": threads, "timeout_s": timeout, "frames": frames}
         job_path = os.path.join(tmp, "job-in.json")
         with open(job_path, "w") as f:
             json.dump(job, f)

@@ -66,10 +66,11 @@ class TransformersJs(Runtime):
 
         check_js(browser=self.where == "browser")
 
-    def run_files(self, folder: str, dtypes: list, task: str, labels: dict | None, rows: list) -> dict:
+    def run_files(self, folder: str, dtypes: list, task: str, labels: dict | None, rows: list, frames: bool = False) -> dict:
         from .jsrun import run_job
 
-        out = run_job(folder, task, dtypes, rows, labels, where=self.where, device=self.device, threads=self.threads)
+        out = run_job(folder, task, dtypes, rows, labels, where=self.where, device=self.device, threads=self.threads,
+                      frames=frames)
         self.info = out.get("info", {})
         if out.get("error"):
             self.info["error"] = out["error"]

@@ -348,10 +348,10 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
                        "search is off")
     src, _, keep = read_source(fp32_path)
     nodes = _weight_nodes(src, set(keep))
+    from ..onnxutil import give_back_memory, load_light
+
     light = has_external_data(fp32_path)  # weights in side files: the switch graph is written one weight at a time
     if light:
-        from ..onnxutil import give_back_memory, load_light
-
         q = load_light(output)
         qinits = {i.name: i for i in q.graph.initializer}
         qbase = os.path.dirname(os.path.abspath(output))

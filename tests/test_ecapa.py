@@ -331,3 +331,24 @@ def test_embeddings_output_is_the_vector_fc7_reads(tmp_path, ecapa_ckpt):
     np.testing.assert_allclose(emb @ w["fc7.weight"].T + w["fc7.bias"], logits, atol=1e-4)
     again = verify_folder(out, loaded=get_arch("ecapa").load(checkpoint=ecapa_ckpt, embeddings=True))
     assert again.passed and all(f.min_cosine >= 0.99999 for f in again.files if f.kind == "fp32")
+
+
+def test_checkpoint_script_trains_every_weight():
+    # scripts/make_ecapa_checkpoint.py --train-steps: end-to-end training moves every weight, not only the head
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_ecapa_checkpoint", os.path.join(os.path.dirname(__file__), "..", "scripts", "make_ecapa_checkpoint.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    model = build_model(16)
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+    t = np.arange(32000) / 16000
+    low = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (110, 130)]
+    high = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (220, 260)]
+    info = script.train_end_to_end(model, np.random.default_rng(0), low, high, steps=3, batch=4, log=lambda m: None)
+    assert info["train_steps"] == 3 and not model.training
+    after = model.state_dict()
+    learned = [k for k in before if k.endswith("weight") and "bn" not in k and not k.startswith("torchfbank")]
+    assert learned and all(not torch.equal(before[k], after[k]) for k in learned)

@@ -11,6 +11,7 @@ import time
 import click
 
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, InternalError, VoxportError
+from .quantize import EIGHT_BIT_METHODS, Q8_METHODS
 
 
 def _exit_on_sigterm():
@@ -237,7 +238,7 @@ def _logits_only(path: str) -> bool:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Output file (not needed with --explain alone).")
 @click.option("--mode", default="q8", show_default=True, type=click.Choice(["q8", "int8", "uint8", "fp16", "q4", "q4f16"]),
               help="Transformers.js dtype to produce.")
-@click.option("--method", default=None, type=click.Choice(["weight-only", "dynamic", "dynamic-s8"]),
+@click.option("--method", default=None, type=click.Choice(EIGHT_BIT_METHODS),
               help="8-bit method [default: the architecture's recipe for the mode].")
 @click.option("--per-channel/--per-tensor", default=None, help="Weight scales per output channel or per tensor [default: the architecture's recipe].")
 @click.option("--explain", is_flag=True, help="Rank nodes by the error that quantizing each alone causes on the verify suite.")
@@ -383,8 +384,9 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
 @click.option("--opset", type=click.Choice(["17", "18"]), default="18", show_default=True)
 @click.option("--quantize", "modes", default="q8", show_default=True,
               help="Comma-separated dtypes to build besides fp32: q8,fp16,int8,uint8,q4,q4f16.")
-@click.option("--q8-method", default=None, type=click.Choice(["weight-only", "dynamic", "dynamic-s8"]),
-              help="How the q8 file is made [default: weight-only].")
+@click.option("--q8-method", default=None, type=click.Choice(Q8_METHODS),
+              help="How the q8 file is made [default: the architecture's recipe, measured: e.g. ECAPA tries dynamic-s8 and "
+                   "falls back to weight-only].")
 @click.option("--q8-target", type=float, default=None,
               help="A stricter max |dp| for q8 than its tolerance; the search keeps more nodes float to meet it.")
 @click.option("--size-budget", type=float, default=None,

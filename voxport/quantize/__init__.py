@@ -28,6 +28,7 @@ METHODS = {
 SKIP = "skip"  # a recipe method: this architecture makes no file of the mode
 MODES = sorted({m for m, _ in METHODS}, key=["q8", "fp16", "int8", "uint8", "q4", "q4f16"].index)
 Q8_METHODS = sorted(m for mode, m in METHODS if mode == "q8")
+EIGHT_BIT_METHODS = sorted({m for mode, m in METHODS if mode in ("q8", "int8", "uint8")})
 
 
 def quantize(input_path: str, output: str, mode: str = "q8", method: str | None = None, per_channel: bool | None = None,
@@ -78,10 +79,6 @@ def arch_recipe(path: str, mode: str):
     return spec.recipe(mode)
 
 
-def arch_q8_method(path: str) -> str:
-    return arch_recipe(path, "q8").method
-
-
 def read_config(path: str, file_name: str) -> dict:
     """One file's entry of quantize_config.json ({} when there is none)."""
     try:
@@ -111,4 +108,4 @@ def write_config(path: str, file_name: str, options: dict) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["quantize", "read_config", "write_config", "MODES", "METHODS", "Q8_METHODS", "Skipped"]
+__all__ = ["quantize", "read_config", "write_config", "MODES", "METHODS", "Q8_METHODS", "EIGHT_BIT_METHODS", "Skipped"]

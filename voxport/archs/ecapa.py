@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
+from ..quantize import SKIP
 from .base import ArchSpec, Loaded, Recipe
 from .dsp import dft_basis
 from .source import card_license, checkpoint_record, read_license, recorded_folder, resolve_checkpoint
@@ -204,6 +205,9 @@ def _read_state_dict(folder: str) -> tuple[dict, str]:
     raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin; point --checkpoint at the upstream folder")
 
 
+FOUR_BIT_FLIPS = "4-bit weights flip decisions of ECAPA: max |dp| 0.16 > 0.1 measured on a C=1024 checkpoint"
+
+
 @register
 class ECAPASpec(ArchSpec):
     name = "ecapa"
@@ -229,8 +233,8 @@ class ECAPASpec(ArchSpec):
                        "dynamic int8 (7-bit weights) missed max |dp| 0.05 on two of three checkpoints"),
         "uint8": Recipe("dynamic", per_channel=True, why="QUInt8 weights and activations, integer kernels (CPU, WASM)"),
         # 4-bit MatMulNBits on the MatMul form: max |dp| 0.066 on C=512, 0.162 on C=1024 made from speech (bar 0.1)
-        "q4": Recipe("skip", why="4-bit weights flip decisions of ECAPA: max |dp| 0.16 > 0.1 measured on a C=1024 checkpoint"),
-        "q4f16": Recipe("skip", why="4-bit weights flip decisions of ECAPA: max |dp| 0.16 > 0.1 measured on a C=1024 checkpoint"),
+        "q4": Recipe(SKIP, why=FOUR_BIT_FLIPS),
+        "q4f16": Recipe(SKIP, why=FOUR_BIT_FLIPS),
     }
     tolerance_profile = "ecapa"
     adds_embeddings = True  # the 192-d vector fc7 reads, as `embeddings`

@@ -332,7 +332,8 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
             frames = frame_agreement([c.name for c in rows], [np.asarray(g["logits"]["data"]).reshape(g["logits"]["dims"])
                                                               for g in got], ort_out, js_tol)
             extra.update(max_dp_vs_onnxruntime_python=frames["max_dp"],
-                         decisive_frames_equal_ort=f"{frames['decisive_agree']}/{frames['decisive_total']}")
+                         decisive_frames_equal_ort=f"{frames['decisive_agree']}/{frames['decisive_total']}",
+                         near_tie_frames_flipped=frames.get("near_tie_flips", 0))
             if numeric == "dynamic":
                 # integer kernels may round an activation the other way: on frames whose top two tokens are within
                 # twice the runtime's bar that can change the token, so the frames are judged, not the text
@@ -377,20 +378,24 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
 
 def frame_agreement(names: list, got: list, want: list, bar: float) -> dict:
     """CTC frames from a runtime (logits per case) against onnxruntime-python's on the same file: max |dp| over
-    every frame, and the argmax on decisive frames (onnxruntime-python's top-two margin over twice `bar`)."""
-    max_dp, agree, total = 0.0, 0, 0
+    every frame, and decisions() over the frames with onnxruntime-python as the reference and `bar` as the |dp|
+    bar (decisive: top-two margin over twice it)."""
+    from ..tolerances import Tolerance
+
+    pg, pw, frame_names = [], [], []
     for name, g, w in zip(names, got, want):
         g2, w2 = g.reshape(-1, g.shape[-1]).astype(np.float64), w.reshape(-1, w.shape[-1]).astype(np.float64)
         if g2.shape != w2.shape:
-            return {"max_dp": float("inf"), "decisive_agree": 0, "decisive_total": max(total, 1)}
-        pg, pw = softmax(g2), softmax(w2)
-        d = np.abs(pg - pw)
-        max_dp = max(max_dp, float(d.max()) if np.isfinite(d).all() else float("inf"))
-        srt = np.sort(pw, -1)
-        decisive = srt[:, -1] - srt[:, -2] > 2 * bar
-        agree += int((decisive & (pg.argmax(-1) == pw.argmax(-1))).sum())
-        total += int(decisive.sum())
-    return {"max_dp": max_dp, "decisive_agree": agree, "decisive_total": total}
+            return {"max_dp": float("inf"), "decisive_agree": 0, "decisive_total": 1}
+        pg.append(softmax(g2))
+        pw.append(softmax(w2))
+        frame_names += [f"{name} frame {i}" for i in range(len(w2))]
+    if not pw:
+        return {"max_dp": 0.0, "decisive_agree": 0, "decisive_total": 0}
+    pg, pw = np.concatenate(pg), np.concatenate(pw)
+    d = np.abs(pg - pw)
+    dec = decisions(frame_names, pw, np.nan_to_num(pg), Tolerance(max_abs_prob=bar))
+    return {"max_dp": float(d.max()) if np.isfinite(d).all() else float("inf"), **dec}
 
 
 def runtime_difference(got: np.ndarray, want: np.ndarray, kind: str) -> float:

@@ -62,22 +62,56 @@ def test_keep_external_leaves_a_side_file_that_embeds_to_the_usual_file(tmp_path
     assert filecmp.cmp(tmp_path / "usual.onnx", tmp_path / "again.onnx", shallow=False)
 
 
-def test_dynamic_quantization_in_a_child_process_writes_the_same_file(tmp_path, small_ckpt, monkeypatch):
-    import voxport.quantize.dynamic as dyn
-    from voxport.quantize import quantize
+@pytest.mark.parametrize("weight_type,op_types,reduce_range,per_channel", [
+    ("QInt8", ("MatMul", "Gemm"), True, True),  # q8 dynamic-s8
+    ("QUInt8", ("Conv", "MatMul", "Gemm"), False, True),  # uint8
+    ("QInt8", ("Conv", "MatMul", "Gemm"), True, False),
+])
+def test_integer_products_are_the_graph_onnxruntime_quantize_dynamic_writes(tmp_path, small_ckpt, ecapa_ckpt, weight_type,
+                                                                              op_types, reduce_range, per_channel):
+    """quantize_products reads one weight at a time from the side file and writes what onnxruntime's quantizer
+    writes from the whole model: the same initializers (bit for bit), the same nodes, the same outputs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    spec = get_arch("wav2vec2")
-    loaded = spec.load(checkpoint=small_ckpt)
-    fp32 = str(tmp_path / "model.onnx")
-    ex.export_model("wav2vec2", fp32, loaded=loaded)
-    quantize(fp32, str(tmp_path / "here.onnx"), mode="q8", method="dynamic")
-    monkeypatch.setattr(dyn, "APART_ABOVE", 0)
-    calls = []
-    real = dyn._in_child
-    monkeypatch.setattr(dyn, "_in_child", lambda *a: calls.append(a) or real(*a))
-    quantize(fp32, str(tmp_path / "child.onnx"), mode="q8", method="dynamic")
-    assert calls
-    assert filecmp.cmp(tmp_path / "here.onnx", tmp_path / "child.onnx", shallow=False)
+    from voxport.onnxutil import load_light, tensor_array
+    from voxport.quantize.common import read_source
+    from voxport.quantize.integer import quantize_products
+
+    def node_set(model):
+        return sorted(str((n.op_type, n.name, list(n.input), list(n.output), sorted(str(a) for a in n.attribute))) for n in model.graph.node)
+
+    for arch, ck in (("wav2vec2", small_ckpt), ("ecapa", ecapa_ckpt)):
+        side = str(tmp_path / f"{arch}.onnx")
+        ex.export_model(arch, side, checkpoint=ck, keep_external=True, light_above=0)
+        assert os.path.exists(side + "_data")
+        _, _, keep = read_source(side)
+        ref = str(tmp_path / f"{arch}-ort.onnx")
+        quantize_dynamic(side, ref, weight_type=getattr(QuantType, weight_type), per_channel=per_channel, reduce_range=reduce_range,
+                         op_types_to_quantize=list(op_types), nodes_to_exclude=keep + [f"{n}_MatMul" for n in keep],
+                         extra_options={"MatMulConstBOnly": True})
+        theirs = onnx.load(ref)
+        ours = load_light(side)
+        seen = []
+        n = quantize_products(ours, str(tmp_path), weight_type, per_channel, reduce_range, op_types, keep,
+                              progress=lambda i, total: seen.append((i, total)))
+        assert n > 0 and seen[-1] == (n, n)
+        a = {i.name: numpy_helper.to_array(i) for i in theirs.graph.initializer}
+        b = {i.name: tensor_array(i, str(tmp_path)) for i in ours.graph.initializer}
+        assert sorted(a) == sorted(b)
+        for k in a:
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(a[k], b[k]), k
+        assert node_set(theirs) == node_set(ours)
+        mine = str(tmp_path / f"{arch}-ours.onnx")
+        save_model(ours, mine)
+        x = np.random.default_rng(0).standard_normal((1, 16000)).astype(np.float32) * 0.1
+        feed = lambda s: {i.name: (x if i.type == "tensor(float)" else np.ones_like(x, dtype=np.int64)) for i in s.get_inputs()}  # noqa: E731
+        s1, s2 = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (ref, mine))
+        for o1, o2 in zip(s1.run(None, feed(s1)), s2.run(None, feed(s2))):
+            np.testing.assert_array_equal(o1, o2)
 
 
 def test_build_frees_the_pytorch_weights_after_export(tmp_path):

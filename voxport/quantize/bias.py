@@ -54,10 +54,15 @@ def input_means(fp32_path: str, channel_axis: dict, calibration: list) -> dict:
 
 
 def _measure(fp32_path: str, channel_axis: dict, calibration: list) -> dict:
+    import os
+    import tempfile
+
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(fp32_path)
+    from ..onnxutil import load_light
+
+    model = load_light(fp32_path)
     have = {o.name for o in model.graph.output}
     tensors = list(channel_axis)
     for t in tensors:
@@ -65,7 +70,15 @@ def _measure(fp32_path: str, channel_axis: dict, calibration: list) -> dict:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    # a model whose weights lie in a side file is run from a copy of its graph beside it (the weights read in place)
+    folder = os.path.dirname(os.path.abspath(fp32_path))
+    fd, probe = tempfile.mkstemp(suffix=".onnx", dir=folder)
+    os.close(fd)
+    try:
+        onnx.save(model, probe)
+        sess = ort.InferenceSession(probe, opts, providers=["CPUExecutionProvider"])
+    finally:
+        os.remove(probe)
     names = [o.name for o in sess.get_outputs()]
     wants_mask = "attention_mask" in {i.name for i in sess.get_inputs()}
     sums, counts = {}, {}
@@ -83,13 +96,19 @@ def _measure(fp32_path: str, channel_axis: dict, calibration: list) -> dict:
     return {t: sums[t] / counts[t] for t in tensors}
 
 
-def correct(model, fp32_path: str, nodes: list, dequantized: dict, calibration: list) -> int:
+def correct(model, fp32_path: str, nodes: list, dequantized: dict, calibration: list, base_dir: str = "") -> int:
     """Subtract dW @ E[x] from the bias of each quantized node (in place). nodes: (node, weight name) of the
-    float graph; dequantized: weight name -> the values the quantized model holds. Returns how many biases moved."""
+    float graph; dequantized: weight name -> the values the quantized model holds (its float tensors in a side
+    file under base_dir if so). Returns how many biases moved."""
+    import os
+
     import onnx
     from onnx import numpy_helper
 
-    src = onnx.load(fp32_path)
+    from ..onnxutil import load_light, tensor_array
+
+    src = load_light(fp32_path)
+    src_dir = os.path.dirname(os.path.abspath(fp32_path))
     biases = layer_biases(src, [(n, w) for n, w in nodes if w in dequantized])
     if not biases or not calibration:
         return 0
@@ -103,7 +122,7 @@ def correct(model, fp32_path: str, nodes: list, dequantized: dict, calibration: 
         node, w = by_name[name]
         if bias not in target or target[bias].data_type != onnx.TensorProto.FLOAT:
             continue
-        dw = dequantized[w].astype(np.float64) - numpy_helper.to_array(float_w[w]).astype(np.float64)
+        dw = dequantized[w].astype(np.float64) - tensor_array(float_w[w], src_dir).astype(np.float64)
         mu = means[node.input[0]]
         if node.op_type == "Conv":
             if dw.ndim != 3 or dw.shape[1] != mu.shape[0]:  # grouped or 2-D convs: not handled
@@ -113,7 +132,7 @@ def correct(model, fp32_path: str, nodes: list, dequantized: dict, calibration: 
             shift = dw @ mu
         else:  # MatMul / Gemm: x [.., K] @ W [K, N]
             shift = mu @ dw
-        b = numpy_helper.to_array(target[bias]).astype(np.float64)
+        b = tensor_array(target[bias], base_dir).astype(np.float64)
         if b.size != shift.size:
             continue
         shift = shift.reshape(b.shape)  # [N] or, after a transpose, [N, 1]

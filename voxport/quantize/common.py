@@ -6,7 +6,8 @@ import os
 import time
 
 from ..errors import QuantizeError
-from ..onnxutil import EXTERNAL_DATA_THRESHOLD, file_size, read_metadata, reinfer_shapes, save_model, set_metadata
+from ..onnxutil import (EXTERNAL_DATA_THRESHOLD, embed_external, file_size, read_metadata, reinfer_shapes, save_with_side_file,
+                        set_metadata, tensor_array)
 from ..results import QuantizeResult
 
 
@@ -46,9 +47,10 @@ def over_2gb(path: str) -> bool:
 
 
 def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dict, keep: list, t0: float,
-           infer: bool = True, search: dict | None = None) -> QuantizeResult:
+           infer: bool = True, search: dict | None = None, base_dir: str = "") -> QuantizeResult:
     """Fresh shape annotations, the source's metadata plus the options (and what the keep-float search kept, why),
-    checker, save."""
+    checker, save. The model's weights may lie in the source's side file (under base_dir): they are copied out one
+    at a time, and everything after works on the graph without them."""
     import onnx
 
     if search:
@@ -57,20 +59,24 @@ def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dic
         if kept:
             # names as the quantizer may have left them: onnxruntime rewrites an excluded Gemm as "<name>_MatMul"
             names = lambda tier: {k["node"] + s for k in kept if k.get("kept", FLOAT_WEIGHTS) == tier for s in ("", "_MatMul")}  # noqa: E731
-            half = store_half(model, names(FLOAT_WEIGHTS))
+            half = store_half(model, names(FLOAT_WEIGHTS), base_dir)
             act = names(FLOAT_ACTIVATIONS)
-            int8 = store_int8(model, lambda node: node.name in act, per_channel=bool(options.get("per_channel", True))) if act else 0
+            int8 = store_int8(model, lambda node: node.name in act, bool(options.get("per_channel", True)), base_dir) if act else 0
             options["search"] = {**search, "kept_weights": f"{FLOAT_WEIGHTS}: float16, restored to float32 at session creation "
                                                            f"({half} weights); {FLOAT_ACTIVATIONS}: int8 weights ({int8} nodes) "
                                                            f"with float inputs and compute"}
+    if os.path.exists(tmp + "_data"):
+        os.remove(tmp + "_data")
+    save_with_side_file(model, tmp, base_dir)  # the weights go out first: the steps below copy the graph
     if infer:
         model = reinfer_shapes(model)
     set_metadata(model, meta)
     set_metadata(model, {"voxport.quantization": json.dumps({"mode": mode, **{k: v for k, v in options.items() if k != "nodes_kept_float"}})})
-    onnx.checker.check_model(model)
-    if os.path.exists(tmp + "_data"):
-        os.remove(tmp + "_data")
-    save_model(model, tmp, True if over_2gb(input_path) else None)
+    onnx.save(model, tmp)
+    del model
+    onnx.checker.check_model(tmp)
+    if not over_2gb(input_path):
+        embed_external(tmp)  # under 2 GB the file holds its weights, as it would have been saved whole
     return QuantizeResult(path=tmp, mode=mode, size_bytes=file_size(tmp), source_size_bytes=file_size(input_path),
                           kept_float=keep, options=options, seconds=time.time() - t0)
 
@@ -100,10 +106,10 @@ def _uses(model) -> dict:
     return {name: len(u) for name, u in tensor_users(model).items()}
 
 
-def store_int8(model, select, per_channel: bool) -> int:
+def store_int8(model, select, per_channel: bool, base_dir: str = "") -> int:
     """Weight-only int8 for the Conv / MatMul / Gemm nodes `select(node)` accepts: symmetric int8 weights and
     their scales (per output channel or per tensor), restored by Cast + Mul, constants that onnxruntime folds at
-    session creation. Returns how many weights it quantized."""
+    session creation. Weights in a side file are read from it (under base_dir). Returns how many weights it quantized."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -115,7 +121,7 @@ def store_int8(model, select, per_channel: bool) -> int:
             wname = node.input[1]
             w = inits.get(wname)
             if w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT and np.prod(w.dims) >= MIN_ELEMENTS:
-                arr = numpy_helper.to_array(w)
+                arr = tensor_array(w, base_dir)
                 axis = channel_axis(node, w.dims)
                 shape = [1] * arr.ndim
                 if per_channel:
@@ -136,7 +142,7 @@ def store_int8(model, select, per_channel: bool) -> int:
     return done
 
 
-def store_half(model, node_names) -> int:
+def store_half(model, node_names, base_dir: str = "") -> int:
     """Stores the weights of the nodes the keep-float search kept as float16 + Cast to float32 (constants that
     onnxruntime folds at session creation): half the bytes of float32, 1 more than int8 per weight, and a
     rounding error (2^-11 relative) 16x under int8's. Returns how many weights it stored so."""
@@ -148,8 +154,8 @@ def store_half(model, node_names) -> int:
     wanted, new, done = set(node_names), [], 0
     for node in model.graph.node:
         w = inits.get(node.input[1]) if node.name in wanted and len(node.input) > 1 else None
-        if w is not None and w.data_type == onnx.TensorProto.FLOAT and uses.get(w.name) == 1 and not w.external_data:
-            arr = numpy_helper.to_array(w)
+        if w is not None and w.data_type == onnx.TensorProto.FLOAT and uses.get(w.name) == 1:
+            arr = tensor_array(w, base_dir)
             if np.abs(arr).max() < 60000:  # inside float16's range
                 model.graph.initializer.remove(w)
                 model.graph.initializer.append(numpy_helper.from_array(arr.astype(np.float16), w.name + "_fp16"))
@@ -191,7 +197,7 @@ def initializer_map(model) -> dict:
     return {i.name: i for i in model.graph.initializer}
 
 
-def correct_biases(model, input_path: str, keep: list, calibration: list | None, options: dict) -> None:
+def correct_biases(model, input_path: str, keep: list, calibration: list | None, options: dict, base_dir: str = "") -> None:
     """Bias correction (see bias.py) on a quantized model in memory, recorded in options."""
     if not calibration:
         return
@@ -204,6 +210,6 @@ def correct_biases(model, input_path: str, keep: list, calibration: list | None,
     from .fit import _weight_nodes, shipped_weights
 
     nodes = _weight_nodes(onnx.load(input_path, load_external_data=False), set(keep))
-    moved = correct(model, input_path, nodes, shipped_weights(model, nodes), calibration)
+    moved = correct(model, input_path, nodes, shipped_weights(model, nodes, base_dir), calibration, base_dir)
     options["bias_correction"] = {"layers": moved, "calibration_cases": len(calibration),
                                   "why": "subtracts the mean output shift of each rounded layer (dW @ E[x]); no bytes"}

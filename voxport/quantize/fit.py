@@ -110,16 +110,17 @@ def _weight_nodes(model, keep: set) -> list:
             if n.op_type in ("Conv", "MatMul", "Gemm") and n.name not in keep and len(n.input) > 1 and n.input[1] in inits]
 
 
-def shipped_weights(quantized, nodes: list) -> dict:
+def shipped_weights(quantized, nodes: list, base_dir: str = "") -> dict:
     """weight name -> the dequantized values a quantized file (path or model) holds for it (weight-only `_int8`
-    or onnxruntime's `_quantized` initializers), for the nodes the method quantized."""
+    or the integer products' `_quantized` initializers), for the nodes the method quantized. base_dir: where a
+    model's side file is, if it has one."""
     import onnx
 
     q = onnx.load(quantized) if isinstance(quantized, str) else quantized
     inits = {i.name: i for i in q.graph.initializer}
     out = {}
     for node, w in nodes:
-        deq = shipped_weight(inits, node, w)
+        deq = shipped_weight(inits, node, w, base_dir)
         if deq is not None:
             out[w] = deq
     return out

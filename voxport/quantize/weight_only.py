@@ -9,6 +9,7 @@ included); activations stay float, so the only error is weight rounding.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from ..onnxutil import atomic_path
@@ -16,13 +17,11 @@ from .common import correct_biases, finish, read_source, store_int8
 
 
 def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, mode: str = "q8"):
-    import onnx
-
     t0 = time.time()
-    _, meta, keep = read_source(input_path, extra_float, replace_float)
-    model = onnx.load(input_path)
+    model, meta, keep = read_source(input_path, extra_float, replace_float)  # the weights stay in a side file if there is one
+    base = os.path.dirname(os.path.abspath(input_path))
     keep_set = set(keep)
-    done = store_int8(model, lambda node: node.name not in keep_set, per_channel)
+    done = store_int8(model, lambda node: node.name not in keep_set, per_channel, base)
     options = {
         "method": "weight-only",
         "weight_type": "QInt8 (symmetric)",
@@ -35,7 +34,7 @@ def quantize_weight_only(input_path: str, output: str, per_channel: bool = True,
         "dequantized": "at session creation (Cast + Mul constants, folded by onnxruntime): fp32 speed and memory at run time",
         "runs_on": "everywhere fp32 runs, WebGPU included (float compute)",
     }
-    correct_biases(model, input_path, keep, calibration, options)
+    correct_biases(model, input_path, keep, calibration, options, base)
     with atomic_path(output) as tmp:
-        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search)
+        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search, base_dir=base)
     return result

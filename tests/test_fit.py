@@ -13,7 +13,7 @@ from voxport.export import export_model
 from voxport.onnxutil import read_metadata
 from voxport.quantize import quantize
 from voxport.quantize.fit import (FitError, _weight_nodes, calibration_cases, fit, shipped_weights,
-                                  SwitchRunner, switch_model)
+                                  SwitchRunner)
 from voxport.quantize.common import read_source
 from voxport.results import Status
 from voxport.tolerances import PARITY, RUNTIME, Tolerance
@@ -83,7 +83,7 @@ def test_switch_graph_reproduces_the_float_and_the_quantized_file(tmp_path, expo
     deq = shipped_weights(q, nodes)
     nodes = [(n, w) for n, w in nodes if w in deq]
     assert len(nodes) >= 15  # weights under 1024 elements stay float in weight-only files
-    runner = SwitchRunner(switch_model(src, nodes, deq, dynamic=method == "dynamic"), str(tmp_path))
+    runner = SwitchRunner(src, nodes, q, method == "dynamic", None, str(tmp_path))
     some = cases[:4]
     ort = OnnxRuntimePython()
     fp32, real = ort.run_cases(src, some), ort.run_cases(q, some)

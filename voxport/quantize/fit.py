@@ -1,13 +1,12 @@
 """Tolerance met by construction: quantize, measure, and when the file misses its bar keep the most
 sensitive nodes float, the fewest that pass, within a size budget.
 
-The search is fast because it runs one model, not one file per trial: a "switch" graph holds every weight
-in float and its quantized values (read from the fully quantized file, so they are exactly the ones shipped),
-and one float input per node mixes them: w + s * (dequantized(w) - w). For dynamic files the node's input
-activation is mixed the same way with its run-time 8-bit round trip (DynamicQuantizeLinear then
-DequantizeLinear), which is what ConvInteger / MatMulInteger compute. One session then gives the error of
-any set of quantized nodes by changing a feed: each node alone (the ranking), and every prefix of the
-ranking (the search). The chosen set is then written as a real file and measured again.
+The search is fast because it runs one model, not one file per trial: a "switch" graph takes each node's weight
+as an input, fed float or as the fully quantized file ships it (so exactly the values shipped), and for dynamic
+files one float input per node mixes the node's input activation with its run-time 8-bit round trip
+(DynamicQuantizeLinear then DequantizeLinear), which is what ConvInteger / MatMulInteger compute. One session
+then gives the error of any set of quantized nodes by changing feeds: each node alone (the ranking), and every
+prefix of the ranking (the search). The chosen set is then written as a real file and measured again.
 """
 from __future__ import annotations
 
@@ -126,27 +125,37 @@ def shipped_weights(quantized, nodes: list, base_dir: str = "") -> dict:
     return out
 
 
+def shipped_name(inits: dict, w: str):
+    """The name the quantized file's initializers (`inits`) hold weight `w` under (+ "_int8" / "_quantized",
+    "_scale"), or None when the method left it float."""
+    # a Gemm's transB weight is stored transposed, as a MatMul's [K, N]
+    base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
+    return base if base is not None and base + "_scale" in inits else None
+
+
 def shipped_weight(inits: dict, node, w: str, base_dir: str = ""):
     """The dequantized values the quantized file's initializers (`inits`, data in a side file under base_dir if
     so) hold for node's weight `w`, or None when the method left it float."""
     from ..onnxutil import tensor_array
 
-    # onnxruntime stores a Gemm's transB weight transposed, as a MatMul's [K, N]
-    base = next((b for b in (w, w + "_Transposed") if any(b + s in inits for s in ("_int8", "_quantized"))), None)
-    if base is None or base + "_scale" not in inits:
+    base = shipped_name(inits, w)
+    if base is None:
         return None
     qname = next(base + s for s in ("_int8", "_quantized") if base + s in inits)
-    qv = tensor_array(inits[qname], base_dir).astype(np.float64)
-    scale = tensor_array(inits[base + "_scale"], base_dir).astype(np.float64)
-    zp = (tensor_array(inits[base + "_zero_point"], base_dir).astype(np.float64) if base + "_zero_point" in inits
+    # in float32, as onnxruntime restores a weight-only file's weights (Cast + Mul): the same values
+    qv = tensor_array(inits[qname], base_dir).astype(np.float32)
+    scale = tensor_array(inits[base + "_scale"], base_dir).astype(np.float32)
+    zp = (tensor_array(inits[base + "_zero_point"], base_dir).astype(np.float32) if base + "_zero_point" in inits
           else np.zeros_like(scale))
     transposed = base != w
     if scale.size > 1:
         shape = [1] * qv.ndim
         shape[qv.ndim - 1 if transposed else channel_axis(node, qv.shape)] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
-    deq = (qv - zp) * scale
-    return (deq.T if transposed else deq).astype(np.float32)
+    if np.any(zp):
+        qv -= zp
+    qv *= scale  # in place: one float copy of the weight in all
+    return np.ascontiguousarray(qv.T) if transposed else qv
 
 
 def integer_nodes(quantized_path: str, nodes: list) -> set:
@@ -180,92 +189,34 @@ def shipped_biases(quantized_path: str, fp32_model, nodes: list, fp32_dir: str =
     return out
 
 
-def switch_model(fp32_path: str, nodes: list, deq: dict, dynamic, biases: dict | None = None):
-    """The fp32 graph with input `voxport_switch`: entry i mixes node i's float and quantized weights (and its bias
-    with the corrected one); for dynamic files entry len(nodes) + i mixes node i's input activation with the
-    activation's 8-bit round trip."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(fp32_path)
-    inits = {i.name: i for i in model.graph.initializer}
-    return _switch(model, nodes, lambda node, w: deq[w] - numpy_helper.to_array(inits[w]), numpy_helper.from_array,
-                   dynamic, biases)
-
-
-def write_switch(fp32_path: str, nodes: list, quantized_path: str, dynamic, biases: dict | None, dest: str) -> None:
-    """switch_model() written to `dest`, beside the fp32 file, without holding the weights: the float weights stay
-    in the fp32 file (its side file, when it has one), and each node's difference to its quantized weights is
-    computed from one weight at a time and written to `dest`_data. Same graph, same numbers."""
-    import onnx
-
-    from ..onnxutil import external_tensor, load_light, tensor_array
-
-    base = os.path.dirname(os.path.abspath(fp32_path))
-    if os.path.dirname(os.path.abspath(dest)) != base:
-        raise ValueError("the switch graph must be written beside the fp32 file (it reads the fp32 file's side file)")
-    model = load_light(fp32_path)
-    inits = {i.name: i for i in model.graph.initializer}
-    q = load_light(quantized_path)
-    qinits = {i.name: i for i in q.graph.initializer}
-    qbase = os.path.dirname(os.path.abspath(quantized_path))
-    data = open(dest + "_data", "wb")
-    where = [0]
-
-    def delta(node, w):
-        return shipped_weight(qinits, node, w, qbase) - tensor_array(inits[w], base)
-
-    def store(arr, name):
-        if arr.nbytes < 1024:
-            from onnx import numpy_helper
-
-            return numpy_helper.from_array(arr, name)
-        b = np.ascontiguousarray(arr).tobytes()
-        data.write(b)
-        t = external_tensor(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape, os.path.basename(dest) + "_data",
-                            where[0], len(b))
-        where[0] += len(b)
-        return t
-
-    try:
-        model = _switch(model, nodes, delta, store, dynamic, biases)
-    finally:
-        data.close()
-    onnx.save(model, dest)
-
-
-def _switch(model, nodes: list, delta, store, dynamic, biases: dict | None):
-    """switch_model's graph surgery on `model`; delta(node, w) -> quantized minus float weights, store(array, name)
-    -> the initializer holding it. dynamic: True (every node), or the names of the nodes whose inputs the file
-    quantizes at run time (integer_nodes; the others' activation entries change nothing; none: no such entries)."""
+def switch_graph(model, nodes: list, dynamic, biases: dict | None):
+    """The fp32 graph (in place) the search runs: node i's weight is read from graph input `voxport_sw{i}_w` and a
+    moved bias from `voxport_swb{i}_b` (fed float or quantized per run, see SwitchRunner); for dynamic files, input
+    `voxport_switch` entry len(nodes) + i mixes node i's input activation with its 8-bit round trip
+    (DynamicQuantizeLinear then DequantizeLinear), which is what ConvInteger / MatMulInteger compute.
+    dynamic: True (every node), or the names of the nodes whose inputs the file quantizes at run time
+    (integer_nodes); empty: no activation entries. Returns {input name: the float initializer it replaces}."""
     from onnx import TensorProto, helper
 
+    inits = {i.name: i for i in model.graph.initializer}
+    feeds, new, added = {}, [], []
     model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(nodes) * (2 if dynamic else 1)]))
+    for b, (i, _) in (biases or {}).items():
+        feeds[f"voxport_swb{i}_b"] = inits[b]
+    renamed = {b: f"voxport_swb{i}_b" for b, (i, _) in (biases or {}).items()}
     by_name = {n.name: i for i, (n, _) in enumerate(nodes)}
-    new, added = [], []
-    for b, (i, db) in (biases or {}).items():
-        base = f"voxport_swb{i}"
-        added += [store(db, base + "_delta"), store(np.array([i], np.int64), base + "_idx")]
-        new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
-        new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_db"]))
-        new.append(helper.make_node("Add", [b, base + "_db"], [base + "_b"]))
     for node in model.graph.node:
         for k, x in enumerate(node.input):
-            if x in (biases or {}):
-                node.input[k] = f"voxport_swb{biases[x][0]}_b"
-    for node in model.graph.node:
+            if x in renamed:
+                node.input[k] = renamed[x]
         i = by_name.get(node.name)
         if i is not None:
-            w = node.input[1]
             base = f"voxport_sw{i}"
-            added += [store(delta(node, w), base + "_delta"), store(np.array([i], np.int64), base + "_idx")]
-            new.append(helper.make_node("Gather", [SWITCH, base + "_idx"], [base + "_s"], axis=0))
-            new.append(helper.make_node("Mul", [base + "_delta", base + "_s"], [base + "_dw"]))
-            new.append(helper.make_node("Add", [w, base + "_dw"], [base + "_w"]))
+            feeds[base + "_w"] = inits[node.input[1]]
             node.input[1] = base + "_w"
             if dynamic is True or (dynamic and node.name in dynamic):
                 x = node.input[0]
-                added.append(store(np.array([len(nodes) + i], np.int64), base + "_aidx"))
+                added.append(helper.make_tensor(base + "_aidx", TensorProto.INT64, [1], [len(nodes) + i]))
                 new.append(helper.make_node("Gather", [SWITCH, base + "_aidx"], [base + "_as"], axis=0))
                 new.append(helper.make_node("DynamicQuantizeLinear", [x], [base + "_xq", base + "_xs", base + "_xz"]))
                 new.append(helper.make_node("DequantizeLinear", [base + "_xq", base + "_xs", base + "_xz"], [base + "_xd"]))
@@ -276,37 +227,114 @@ def _switch(model, nodes: list, delta, store, dynamic, biases: dict | None):
         new.append(node)
     del model.graph.node[:]
     model.graph.node.extend(new)
-    model.graph.initializer.extend(added)
+    model.graph.input.extend(helper.make_tensor_value_info(name, t.data_type, list(t.dims)) for name, t in feeds.items())
+    used = {x for n in model.graph.node for x in n.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep + added)
     del model.graph.value_info[:]
-    return model
+    return feeds
 
 
 class SwitchRunner:
-    def __init__(self, model, tmp: str, threads: int = 0, outputs: list | None = None, path: str | None = None):
-        """model: the switch graph, saved into tmp; or path: the switch graph's file (write_switch)."""
+    """The fp32 file run with any set of the search's items quantized, by changing feeds: node i's weight is fed
+    float or as the quantized file ships it (and its moved bias with it), its input activation is mixed in the
+    graph. The float weights are mapped from the fp32 file's side file when it has one (read once otherwise); the
+    shipped ones are dequantized from the quantized file for the runs that switch them on. No weight is
+    recomputed in the graph per run: a run costs little more than the fp32 file's (XLS-R-300M, 1.5 s: 450 ms
+    against 390; the graph that mixed every weight in-graph per run took 580-750)."""
+
+    def __init__(self, fp32_path: str, nodes: list, quantized_path: str, dynamic, biases: dict | None = None, tmp: str = "",
+                 threads: int = 0, outputs: list | None = None):
+        import onnx
         import onnxruntime as ort
 
-        from ..onnxutil import save_model
+        from ..onnxutil import load_light, save_with_side_file
 
-        if path is None:
-            path = os.path.join(tmp, "switch.onnx")
-            save_model(model, path)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        base = os.path.dirname(os.path.abspath(fp32_path))
+        model = load_light(fp32_path)
+        feeds = switch_graph(model, nodes, dynamic, biases)
+        self.maps = {}  # side file -> its read-only mapping
+        self.float = {name: _mapped(t, base, self.maps) for name, t in feeds.items()}
+        self.nodes, self.biases = nodes, {i: d for _, (i, d) in (biases or {}).items()}
+        q, self.qbase = load_light(quantized_path), os.path.dirname(os.path.abspath(quantized_path))
+        if tmp and not has_external_data(quantized_path):
+            # the 8-bit weights are read when a run switches them on: kept in a side file meanwhile, not in memory
+            self.qbase = tempfile.mkdtemp(prefix="shipped-", dir=tmp)
+            save_with_side_file(q, os.path.join(self.qbase, "shipped.onnx"))
+        self.qinits = {i.name: i for i in q.graph.initializer}
+        del q
+        # saved beside the fp32 file: the initializers left in the graph may still read its side file
+        fd, path = tempfile.mkstemp(prefix="voxport-switch-", suffix=".onnx", dir=base if has_external_data(fp32_path) else tmp or None)
+        os.close(fd)
+        try:
+            onnx.save(model, path)
+            del model
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            # no arena: with the weights fed, its blocks grew 0.5-0.7 GB over a ranking (XLS-R-300M) for no speed
+            opts.enable_cpu_mem_arena = False
+            if threads:
+                opts.intra_op_num_threads = threads
+            self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        finally:
+            os.remove(path)
         self.names = {i.name for i in self.sess.get_inputs()}
         self.outputs = list(outputs) if outputs else None  # named outputs as {name: array}; else the first output
 
+    def weights(self, switch: np.ndarray) -> dict:
+        """The weight feeds of a run: node i's as shipped where switch[i] is on, else float."""
+        import mmap
+
+        feed = dict(self.float)
+        on = np.flatnonzero(switch[: len(self.nodes)])
+        if 2 * len(on) > len(self.nodes):
+            # mostly quantized: the float pages mapped in by earlier runs are let go (clean file pages, read again
+            # where needed), so that the float and the shipped weights are not both held (2.5 GB for XLS-R-300M)
+            for mm in self.maps.values():
+                mm._mmap.madvise(mmap.MADV_DONTNEED)
+        for i in on:
+            node, w = self.nodes[i]
+            feed[f"voxport_sw{i}_w"] = shipped_weight(self.qinits, node, w, self.qbase)
+            if int(i) in self.biases:
+                feed[f"voxport_swb{i}_b"] = (self.float[f"voxport_swb{i}_b"] + self.biases[int(i)]).astype(np.float32)
+        return feed
+
     def run(self, switch: np.ndarray, cases: list) -> list:
+        """switch: 1.0 per quantized item (node i's weights: entry i; its input activation: entry len(nodes) + i)."""
+        from ..onnxutil import give_back_memory
+
+        switch = np.asarray(switch, np.float32)
+        weights = self.weights(switch)
         outs = []
         for c in cases:
-            feed = {"input_values": c.input_values, SWITCH: switch.astype(np.float32)}
+            feed = {"input_values": c.input_values, SWITCH: switch, **weights}
             if "attention_mask" in self.names:
                 feed["attention_mask"] = c.attention_mask if c.attention_mask is not None else np.ones_like(c.input_values, dtype=np.int64)
             outs.append(dict(zip(self.outputs, self.sess.run(self.outputs, feed))) if self.outputs else self.sess.run(None, feed)[0])
+        feed = weights = None
+        if np.count_nonzero(switch[: len(self.nodes)]) > 1:
+            give_back_memory()  # the shipped weights of this run (glibc keeps freed blocks of a few MB otherwise)
         return outs
+
+
+def _mapped(tensor, base_dir: str, maps: dict) -> np.ndarray:
+    """An initializer's values: mapped read-only from its side file (aligned data; `maps` keeps one mapping per
+    file), else read."""
+    from onnx import TensorProto, helper
+
+    from ..onnxutil import external_info, tensor_array
+
+    if tensor.data_location == TensorProto.EXTERNAL:
+        info = external_info(tensor)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        offset, length = int(info.get("offset", 0)), int(info["length"])
+        if offset % dtype.itemsize == 0:
+            where = os.path.join(base_dir, info["location"])
+            if where not in maps:
+                maps[where] = np.memmap(where, dtype=np.uint8, mode="r")
+            return np.frombuffer(maps[where], dtype=dtype, count=length // dtype.itemsize, offset=offset).reshape(tuple(tensor.dims))
+    return np.ascontiguousarray(tensor_array(tensor, base_dir))
 
 
 def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: list, target: Tolerance,
@@ -351,21 +379,12 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     nodes = _weight_nodes(src, set(keep))
     from ..onnxutil import give_back_memory, load_light
 
-    light = has_external_data(fp32_path)  # weights in side files: the switch graph is written one weight at a time
-    if light:
-        q = load_light(output)
-        qinits = {i.name: i for i in q.graph.initializer}
-        qbase = os.path.dirname(os.path.abspath(output))
-        nodes = [(n, w) for n, w in nodes if shipped_weight(qinits, n, w, qbase) is not None]
-        deq = q = qinits = None
-    else:
-        deq = shipped_weights(output, nodes)
-        nodes = [(n, w) for n, w in nodes if w in deq]
+    qinits = {i.name for i in load_light(output).graph.initializer}
+    nodes = [(n, w) for n, w in nodes if shipped_name(qinits, w) is not None]
     if not nodes:
         raise FitError(f"{mode} misses {metric} {aim:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
     say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
-    switch_files = []
     dynamic = integer_nodes(output, nodes)  # empty for files without run-time quantization
     n = len(nodes)
     # the search's items: node i's weights (item i) and, in files whose activations are quantized at run time,
@@ -374,14 +393,8 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     m = 2 * n if dynamic else n
     try:
         biases = shipped_biases(output, src, nodes, os.path.dirname(os.path.abspath(fp32_path)))
-        if light:
-            sw = tempfile.mktemp(prefix="voxport-switch-", suffix=".onnx", dir=os.path.dirname(os.path.abspath(fp32_path)))
-            switch_files = [sw, sw + "_data"]
-            write_switch(fp32_path, nodes, output, dynamic, biases, sw)
-            give_back_memory()
-            runner = SwitchRunner(None, tmp, outputs=out_names, path=sw)
-        else:
-            runner = SwitchRunner(switch_model(fp32_path, nodes, deq, dynamic=dynamic, biases=biases), tmp, outputs=out_names)
+        give_back_memory()  # what the stages before freed goes back before the search maps the weights in
+        runner = SwitchRunner(fp32_path, nodes, output, dynamic, biases, tmp, outputs=out_names)
         # the worst cases of the fully quantized file carry the ranking
         full = runner.run(np.ones(m), cases)
         per_case = [judge.error(judge.report([o], [c], [r])) for c, r, o in zip(cases, refs, full)]
@@ -468,9 +481,6 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         give_back_memory()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for f in switch_files:
-            if os.path.exists(f):
-                os.remove(f)
     met = "margin" if level is judge else "tolerance"
     if k == 0:
         measured[output] = outs

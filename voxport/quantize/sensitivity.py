@@ -119,17 +119,18 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         # every node quantized once, the exporter's float list too; then one switch graph runs each node alone
         import onnx
 
-        from .fit import SwitchRunner, integer_nodes, shipped_weights, switch_model
+        from ..onnxutil import load_light
+        from .fit import SwitchRunner, integer_nodes, shipped_name
 
         quantize(path, out, mode=mode, method=method, extra_float=[], replace_float=True, write_config_file=False)
         src = onnx.load(path, load_external_data=False)
         by_name = {n.name: n for n in src.graph.node}
         pairs = [(by_name[name], by_name[name].input[1]) for name, _, _, _ in nodes]
-        deq = shipped_weights(out, pairs)
-        switched = [p for p in pairs if p[1] in deq]
+        shipped = {i.name for i in load_light(out).graph.initializer}
+        switched = [p for p in pairs if shipped_name(shipped, p[1]) is not None]
         index = {n.name: i for i, (n, _) in enumerate(switched)}
         dynamic = integer_nodes(out, switched)  # the nodes whose inputs the file quantizes at run time
-        sw = SwitchRunner(switch_model(path, switched, deq, dynamic=dynamic), tmp)
+        sw = SwitchRunner(path, switched, out, dynamic, None, tmp)
         items = len(switched) * (2 if dynamic else 1)
         ranking = []
         for k, (name, op, weights, kept) in enumerate(nodes):

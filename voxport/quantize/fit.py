@@ -292,7 +292,9 @@ class SwitchRunner:
             # mostly quantized: the float pages mapped in by earlier runs are let go (clean file pages, read again
             # where needed), so that the float and the shipped weights are not both held (2.5 GB for XLS-R-300M)
             for mm in self.maps.values():
-                mm._mmap.madvise(mmap.MADV_DONTNEED)
+                raw = getattr(mm, "_mmap", None)  # numpy.memmap's mmap object
+                if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    raw.madvise(mmap.MADV_DONTNEED)
         for i in on:
             node, w = self.nodes[i]
             feed[f"voxport_sw{i}_w"] = shipped_weight(self.qinits, node, w, self.qbase)

@@ -76,9 +76,22 @@ def quantize_products(model, base_dir: str, weight_type: str, per_channel: bool,
     exclude = set(exclude)
     activations, weights = {}, {}
     new_inits, out_nodes, done = [], [], 0
-    todo = [n for n in model.graph.node if n.op_type in op_types and n.name not in exclude
-            and len(n.input) > 1 and n.input[1] in inits]
-    total = len(todo)
+
+    def eligible(node) -> bool:
+        """A product of op_types, not excluded, with a float weight initializer and an activation as its first
+        input; a Gemm only in the form that is a MatMul + Add (alpha = beta = 1, no transA)."""
+        if node.op_type not in op_types or node.name in exclude or len(node.input) < 2 or node.input[1] not in inits:
+            return False
+        if inits[node.input[1]].data_type != TensorProto.FLOAT:
+            return False
+        if node.op_type == "Conv":
+            return True
+        a = _attrs(node) if node.op_type == "Gemm" else {}
+        if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
+            return False
+        return node.input[0] not in inits  # a constant A is not an activation
+
+    total = sum(1 for n in model.graph.node if eligible(n))
 
     def quantize_activation(name: str, nodes: list) -> tuple:
         if name not in activations:
@@ -108,13 +121,10 @@ def quantize_products(model, base_dir: str, weight_type: str, per_channel: bool,
         return y + "_cast_output", qname + "_scales_mul:0", qname
 
     for node in model.graph.node:
-        if node.op_type not in op_types or node.name in exclude or len(node.input) < 2 or node.input[1] not in inits:
+        if not eligible(node):
             out_nodes.append(node)
             continue
         w = inits[node.input[1]]
-        if w.data_type != TensorProto.FLOAT:
-            out_nodes.append(node)
-            continue
         nodes = []
         if node.op_type == "Conv":
             a = _attrs(node)
@@ -136,18 +146,12 @@ def quantize_products(model, base_dir: str, weight_type: str, per_channel: bool,
             mm, arr_fn, w_name = node, (lambda: tensor_array(w, base_dir)), w.name
             if node.op_type == "Gemm":
                 a = _attrs(node)
-                if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
-                    out_nodes.append(node)
-                    continue
                 gemm_out = node.output[0]
                 mm = helper.make_node("MatMul", [node.input[0], w.name], [gemm_out + "_MatMul"] if len(node.input) > 2 else [gemm_out],
                                       node.name + "_MatMul")
                 if a.get("transB", 0):
                     w_name = w.name + "_Transposed"
                     arr_fn = lambda w=w: np.ascontiguousarray(tensor_array(w, base_dir).T)  # noqa: E731
-            if mm.input[0] in inits:  # a constant A: not an activation
-                out_nodes.append(node)
-                continue
             y, s, qname = integer_product(mm, "MatMulInteger", w_name, arr_fn, -1 if per_channel else None, reduce_range,
                                           nodes, mm.output[0])
             nodes.append(helper.make_node("Mul", [y, s], [mm.output[0]], qname + "_output_scale_mul"))

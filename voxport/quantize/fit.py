@@ -158,12 +158,9 @@ def shipped_weight(inits: dict, node, w: str, base_dir: str = ""):
     return np.ascontiguousarray(qv.T) if transposed else qv
 
 
-def integer_nodes(quantized_path: str, nodes: list) -> set:
-    """Names of the nodes whose weights the quantized file holds for an integer kernel (onnxruntime's
-    `_quantized` initializers; weight-only `_int8` ones compute in float)."""
-    from ..onnxutil import load_light
-
-    names = {i.name for i in load_light(quantized_path).graph.initializer}
+def integer_nodes(names: set, nodes: list) -> set:
+    """Names of the nodes whose weights the quantized file (its initializer `names`) holds for an integer kernel
+    (`_quantized` initializers; weight-only `_int8` ones compute in float)."""
     return {n.name for n, w in nodes if w + "_quantized" in names or w + "_Transposed_quantized" in names}
 
 
@@ -381,13 +378,13 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
     nodes = _weight_nodes(src, set(keep))
     from ..onnxutil import give_back_memory, load_light
 
-    qinits = {i.name for i in load_light(output).graph.initializer}
-    nodes = [(n, w) for n, w in nodes if shipped_name(qinits, w) is not None]
+    qnames = {i.name for i in load_light(output).graph.initializer}
+    nodes = [(n, w) for n, w in nodes if shipped_name(qnames, w) is not None]
     if not nodes:
         raise FitError(f"{mode} misses {metric} {aim:.3g} (measured {err0:.3g}) and has no 8-bit weights to keep float")
     say(f"{mode}: {metric} {err0:.3g} > {aim:.3g}; ranking {len(nodes)} nodes")
     tmp = tempfile.mkdtemp(prefix="voxport-fit-")
-    dynamic = integer_nodes(output, nodes)  # empty for files without run-time quantization
+    dynamic = integer_nodes(qnames, nodes)  # empty for files without run-time quantization
     n = len(nodes)
     # the search's items: node i's weights (item i) and, in files whose activations are quantized at run time,
     # node i's input activation (item n + i: float input, int8 weights, no bytes); float weights need a float

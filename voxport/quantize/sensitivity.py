@@ -129,7 +129,7 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         shipped = {i.name for i in load_light(out).graph.initializer}
         switched = [p for p in pairs if shipped_name(shipped, p[1]) is not None]
         index = {n.name: i for i, (n, _) in enumerate(switched)}
-        dynamic = integer_nodes(out, switched)  # the nodes whose inputs the file quantizes at run time
+        dynamic = integer_nodes(shipped, switched)  # the nodes whose inputs the file quantizes at run time
         sw = SwitchRunner(path, switched, out, dynamic, None, tmp)
         items = len(switched) * (2 if dynamic else 1)
         ranking = []

@@ -87,15 +87,65 @@ def test_switch_graph_reproduces_the_float_and_the_quantized_file(tmp_path, expo
     some = cases[:4]
     ort = OnnxRuntimePython()
     fp32, real = ort.run_cases(src, some), ort.run_cases(q, some)
-    items = len(nodes) * (2 if method == "dynamic" else 1)  # dynamic: weights, then input activations
+    n = len(nodes)
+    items = n * (2 if method == "dynamic" else 1)  # dynamic: weights, then input activations
     off, on = runner.run(np.zeros(items), some), runner.run(np.ones(items), some)
     for a, b in zip(off, fp32):
         assert np.abs(a - b).max() <= 1e-5
-    # the real file differs from fp32 by its quantization error; the emulation by far less than that (weight-only:
-    # the same float math; dynamic: integer accumulation vs float, measured 0.12 of the error at C=64)
-    err = max(np.abs(a - b).max() for a, b in zip(real, fp32))
-    emu = max(np.abs(a - b).max() for a, b in zip(on, real))
-    assert err > 1e-3 and emu <= (0.01 if method == "weight-only" else 0.25) * err, (emu, err)
+    gap = lambda xs, ys: max(np.abs(a - b).max() for a, b in zip(xs, ys))  # noqa: E731
+    err, emu = gap(real, fp32), gap(on, real)
+    assert err > 1e-3
+    if method == "weight-only":  # the same float math: only the order of float additions differs
+        assert emu <= 0.01 * err, (emu, err)
+        return
+    # dynamic, one node at a time (what the ranking measures): the file with that node alone quantized, against the
+    # switch graph with that node's items on. Integer kernels are exact on every CPU; what is left is float rounding
+    # (measured at C=64 on the 39 nodes: at most 4.3e-5 absolute, Xeon with AMX and AMD EPYC with VNNI alike)
+    names = [nd.name for nd, _ in nodes]
+    for i in sorted({0, n // 3, 2 * n // 3, n - 1}):
+        alone = str(tmp_path / f"alone{i}.onnx")
+        quantize(src, alone, mode="q8", method=method, per_channel=True, write_config_file=False,
+                 extra_float=[x for j, x in enumerate(names) if j != i])
+        s = np.zeros(items)
+        s[i] = s[n + i] = 1.0
+        real_i = ort.run_cases(alone, some)
+        assert gap(runner.run(s, some), real_i) <= 0.01 * gap(real_i, fp32) + 1e-4, names[i]
+    # every node at once: each activation's 8-bit rounding sees inputs that differ by float rounding, and a value that
+    # rounds the other way moves the next layer's input by a whole step; over 39 layers that compounds (measured:
+    # 0.004 of the error with the first 36 nodes quantized, then 0.12 of it with all 39 on an AMD EPYC with AVX-512
+    # VNNI, 0.46 on a Xeon with AMX). The bound is what the test measures itself: the emulation is closer to the real
+    # file than the float file is (the search re-measures the real file and keeps more nodes when it misses)
+    assert emu < err, (emu, err)
+
+
+def test_search_keeps_more_when_the_real_file_misses(tmp_path, exported, monkeypatch):
+    """An emulation that likes a set the real file does not: the real file is re-measured and the search keeps more
+    nodes float until the real file itself meets the target; the result says how many the emulation wanted."""
+    import voxport.quantize.fit as fitmod
+
+    src, loaded, cases, refs = exported
+    out = str(tmp_path / "model_quantized.onnx")
+    make = lambda extra, search: quantize(src, out, method="dynamic", extra_float=extra, search=search, write_config_file=False)  # noqa: E731
+    make([], None)
+    full = compare("p", "q8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), PARITY["ecapa"]["q8"]).max_abs_prob
+    target = Tolerance(max_abs_prob=full / 3, min_agreement=1.0, why="test")
+    honest = fitmod.SwitchRunner.run
+
+    def flattering(self, switch, cases):  # any item kept float: the error looks a quarter of what it is
+        outs = honest(self, switch, cases)
+        if np.all(switch == 1):
+            return outs
+        base = honest(self, np.zeros_like(switch), cases)
+        return [b + (o - b) / 4 for o, b in zip(outs, base)]
+
+    monkeypatch.setattr(fitmod.SwitchRunner, "run", flattering)
+    r, f = fit(src, out, "q8", make, cases, refs, target, size_budget=3.0)
+    got = compare("q", "q8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), target)
+    assert got.status == Status.PASSED and got.max_abs_prob <= full / 3
+    import re
+
+    wanted, needed = map(int, re.search(r"with (\d+) items float; the real file, re-measured, needed (\d+)", f.note).groups())
+    assert wanted == f.emulated_kept >= 1 and needed > wanted and f.note in f.summary()
 
 
 def test_search_meets_a_target_and_records_why(tmp_path, exported):

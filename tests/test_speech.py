@@ -29,14 +29,7 @@ def median_f0(audio, sr=16000):
     return float(np.median(found))
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VOXPORT_CACHE", str(tmp_path))
-    return tmp_path
-
-
-@needs_espeak
-def test_clips_cover_both_genders_in_both_languages(cache):
+def test_clips_cover_both_genders_in_both_languages():
     clips = speech.speech_clips()
     assert len(clips) == len(speech.CLIPS) >= 6
     assert {(c.language, c.gender) for c in clips} == {("en", "male"), ("en", "female"), ("pt", "male"), ("pt", "female")}
@@ -48,8 +41,7 @@ def test_clips_cover_both_genders_in_both_languages(cache):
         assert 0.2 < np.abs(c.audio).max() <= 1.0, c.name
 
 
-@needs_espeak
-def test_female_voices_are_higher_pitched(cache):
+def test_female_voices_are_higher_pitched():
     # a voice name espeak-ng does not apply falls back to its default male voice: this catches it
     f0 = {c.name: median_f0(c.audio) for c in speech.speech_clips()}
     male = [v for k, v in f0.items() if k.endswith(" male")]
@@ -57,31 +49,44 @@ def test_female_voices_are_higher_pitched(cache):
     assert max(male) < 140 < 150 < min(female), f0
 
 
-@needs_espeak
-def test_bit_identical_and_cached(cache):
-    first = speech.speech_clips()
-    folder = speech.cache_dir()
-    assert folder.startswith(str(cache)) and os.path.isfile(os.path.join(folder, "manifest.json"))
-    assert len([f for f in os.listdir(folder) if f.endswith(".wav")]) == len(first)
-    second = speech.speech_clips()  # from the cache
-    for a, b in zip(first, second):
-        assert a == b and np.array_equal(a.audio, b.audio)
-    # espeak-ng itself is deterministic: synthesizing again gives the cached bits
-    voice, text = speech.CLIPS[-1]
-    again = speech.synthesize(text, voice)
-    assert np.array_equal(again, second[-1].audio)
-
-
-@needs_espeak
-def test_broken_cache_is_rebuilt(cache):
-    first = speech.speech_clips()
-    with open(os.path.join(speech.cache_dir(), "manifest.json"), "w") as f:
-        f.write("{not json")
-    rebuilt = speech.speech_clips()
-    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(first, rebuilt))
-
-
-def test_no_espeak_gives_no_clips(cache, monkeypatch):
-    monkeypatch.setattr(speech, "ESPEAK", "espeak-ng-not-installed")
+def test_the_suite_needs_no_espeak(monkeypatch, tmp_path):
+    """The clips come from the package, the same bits whether espeak-ng is on PATH or not."""
+    with_espeak = speech.speech_clips()
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH: no espeak-ng, no sox
     assert not speech.speech_available()
-    assert speech.speech_clips() == []
+    without = speech.speech_clips()
+    assert [c.name for c in without] == [c.name for c in with_espeak]
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(with_espeak, without))
+
+
+def test_a_changed_clip_is_refused(tmp_path):
+    import shutil
+
+    import soundfile as sf
+
+    folder = tmp_path / "speech"
+    shutil.copytree(speech.SUITE_DIR, folder)
+    assert speech.suite_id(str(folder)) == speech.suite_id()
+    audio, sr = sf.read(folder / "03.flac", dtype="int16")
+    audio[100] += 1  # one sample, one step
+    sf.write(folder / "03.flac", audio, sr, format="FLAC", subtype="PCM_16")
+    with pytest.raises(RuntimeError, match="03.flac"):
+        speech.speech_clips(folder=str(folder))
+
+
+def test_other_rates_use_the_run_resampler():
+    from voxport.infer.audio import resample
+
+    a = speech.speech_clips()[0]
+    b = speech.speech_clips(8000)[0]
+    assert b.sr == 8000 and np.array_equal(b.audio, resample(a.audio, 16000, 8000))
+
+
+@pytest.mark.skipif(not speech.speech_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_the_script_remakes_the_shipped_clips(tmp_path):
+    """espeak-ng is deterministic for one version: the same version remakes the shipped bits."""
+    shipped = speech.read_manifest()
+    if speech.espeak_version() != shipped["espeak"]:
+        pytest.skip(f"espeak-ng here is '{speech.espeak_version()}', the clips were made with '{shipped['espeak']}'")
+    speech.write_suite(str(tmp_path), [speech.synthesize(t, v) for v, t in speech.CLIPS], speech.espeak_version())
+    assert speech.read_manifest(str(tmp_path))["clips"] == shipped["clips"]

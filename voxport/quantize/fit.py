@@ -46,6 +46,7 @@ class FitResult(_ToDict):
     met: str = "margin"  # "margin": the search's target; "tolerance": only the bar itself, within the budget
     note: str = ""
     metric: str = "max |dp|"  # what the *_max_abs_prob figures measure: "max |dp|", or "1 - cosine" for embeddings
+    emulated_kept: int = 0  # how many items the switch graph said were enough (kept_float can be more: the real file decides)
 
     def summary(self) -> str:
         if self.passed_all_quantized:
@@ -58,7 +59,8 @@ class FitResult(_ToDict):
         return (f"{self.mode}: {self.metric} {self.max_abs_prob_all_quantized:.3g} fully quantized > {self.target_max_abs_prob:.3g}; "
                 f"kept {describe_kept(self.kept_float)} -> {self.max_abs_prob:.3g}, "
                 f"{self.size_bytes / 1e6:.1f} MB ({grow:.2f}x the fully quantized {self.size_all_quantized / 1e6:.1f} MB)"
-                + ("; meets the tolerance, not the margin" if self.met == "tolerance" else ""))
+                + ("; meets the tolerance, not the margin" if self.met == "tolerance" else "")
+                + (f" ({self.note})" if self.note else ""))
 
 
 class FitError(QuantizeError):
@@ -487,6 +489,7 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
         say(f"{mode}: {note}")
         return result, FitResult(**done, passed_all_quantized=True, max_abs_prob=err0, size_bytes=base_size,
                                  seconds=time.time() - t0, met=met, note=note)
+    emulated = k
     while True:
         kept = kept_entries(nodes, ranked[:k], size, alone)
         names = [e["node"] for e in kept]
@@ -501,8 +504,13 @@ def fit(fp32_path: str, output: str, mode: str, quantize_fn, cases: list, refs: 
             break
         k = min(len(ranked), k + max(1, k // 4))  # the real file missed where the switch graph passed: a few more
     measured[output] = outs
+    note = ""
+    if k > emulated:  # the switch graph liked a set the real file did not: the real file decided
+        note = (f"the switch graph met the {'target' if level is judge else 'tolerance'} with {emulated} items float; the real file, "
+                f"re-measured, needed {k} ({describe_kept(kept)})")
+        say(f"{mode}: {note}")
     fitres = FitResult(**done, passed_all_quantized=False, kept_float=kept, max_abs_prob=err, size_bytes=result.size_bytes,
-                       seconds=time.time() - t0, met=met)
+                       seconds=time.time() - t0, met=met, emulated_kept=emulated, note=note)
     if too_big or not ok:
         os.remove(output)
         need = (f"{describe_kept(kept)}, {result.size_bytes / 1e6:.1f} MB = {result.size_bytes / base_size:.2f}x" if ok or too_big

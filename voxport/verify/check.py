@@ -25,7 +25,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 def build_cases(spec, loaded: Loaded, audio: list | None = None, speech: bool = True) -> list:
     """The architecture's synthetic suite (edge cases: silence, clipping, minimum length, 30 s, batches), speech
-    clips when espeak-ng is installed (each whole and in 0.75 s windows), and the user's audio. Clips get what the
+    clips shipped with voxport (each whole and in 0.75 s windows), and the user's audio. Clips get what the
     deployed pipeline does to them (spec.prepare) row by row."""
     from .speech import speech_clips
 

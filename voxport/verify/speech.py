@@ -1,9 +1,10 @@
-"""Speech for verification: fixed sentences synthesized by Debian's espeak-ng, male and female voices,
-English and Portuguese, 16 kHz, cached as WAV.
+"""Speech for verification: fixed sentences, male and female voices, English and Portuguese, shipped with
+voxport as 16-bit FLAC files (voxport/verify/speech/), so that every machine judges a folder on the same
+samples and no system binary is needed to reach a verdict.
 
-espeak-ng is deterministic for a given version, text, voice, speed and pitch; the cache key is a hash
-of its version line and every parameter below, so a different espeak-ng writes a new cache folder.
-Without espeak-ng, `speech_clips()` returns [] and callers fall back to the synthetic suite.
+The clips were synthesized once by Debian's espeak-ng (`scripts/make_speech_suite.py`, which keeps the
+voices, sentences and the espeak-ng version in the folder's manifest.json); `synthesize()` stays here for
+that script and for the scripts that make test checkpoints from other voices and sentences.
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ import numpy as np
 
 SR = 16000
 ESPEAK = "espeak-ng"
-# bump when the processing below changes (trim, resampling, file format)
-FORMAT = 1
+SUITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "speech")
 TRIM_THRESHOLD = 1e-3  # |x| below this at either end is silence
 TRIM_MARGIN_S = 0.05   # silence kept before the first and after the last sound
 
@@ -68,7 +68,7 @@ CLIPS: tuple[tuple[Voice, str], ...] = (
 
 
 def speech_available() -> bool:
-    """True when espeak-ng can be run."""
+    """True when espeak-ng can be run (for making clips; verification reads the shipped ones)."""
     return shutil.which(ESPEAK) is not None
 
 
@@ -79,10 +79,10 @@ def espeak_version() -> str:
 
 
 def synthesize(text: str, voice: Voice, sr: int = SR) -> np.ndarray:
-    """One sentence with espeak-ng, resampled to `sr` with torchaudio, leading/trailing silence trimmed."""
+    """One sentence with espeak-ng, resampled to `sr` (the resampler `voxport run` uses), leading/trailing silence trimmed."""
     import soundfile as sf
-    import torch
-    import torchaudio
+
+    from ..infer.audio import resample
 
     with tempfile.TemporaryDirectory(prefix="voxport-espeak-") as tmp:
         path = os.path.join(tmp, "out.wav")
@@ -93,7 +93,7 @@ def synthesize(text: str, voice: Voice, sr: int = SR) -> np.ndarray:
         audio, native = sf.read(path, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if native != sr:
-        audio = torchaudio.functional.resample(torch.from_numpy(audio), native, sr).numpy()
+        audio = resample(audio, native, sr)
     loud = np.flatnonzero(np.abs(audio) > TRIM_THRESHOLD)
     if len(loud):
         margin = int(TRIM_MARGIN_S * sr)
@@ -105,80 +105,67 @@ def clip_name(voice: Voice) -> str:
     return f"{voice.voice} {voice.gender}"
 
 
-def _params(sr: int) -> dict:
-    return {
-        "format": FORMAT,
-        "espeak": espeak_version(),
-        "sr": sr,
-        "trim": [TRIM_THRESHOLD, TRIM_MARGIN_S],
-        "clips": [[v.language, v.voice, v.gender, v.speed, v.pitch, text] for v, text in CLIPS],
-    }
+def clip_file(i: int) -> str:
+    return f"{i:02d}.flac"
 
 
-def cache_dir(sr: int = SR) -> str:
-    """$VOXPORT_CACHE/speech/<hash>, $VOXPORT_CACHE defaulting to ~/.cache/voxport."""
-    base = os.environ.get("VOXPORT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "voxport")
-    key = hashlib.sha256(json.dumps(_params(sr), sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(base, "speech", key)
+def suite_params() -> list:
+    """What each shipped clip was made from, in CLIPS order (kept in the manifest)."""
+    return [[v.language, v.voice, v.gender, v.speed, v.pitch, text] for v, text in CLIPS]
 
 
-def _write_cache(folder: str, clips: list[SpeechClip], sr: int) -> None:
-    """All clips plus a manifest into a temporary folder, renamed into place; a failure leaves no cache."""
+def samples_sha256(audio: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+
+
+def read_manifest(folder: str = SUITE_DIR) -> dict:
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def suite_id(folder: str = SUITE_DIR) -> str:
+    """A short hash of the shipped clips' samples: a folder's card and voxport.json name the suite it was judged on."""
+    man = read_manifest(folder)
+    return hashlib.sha256("".join(c["sha256"] for c in man["clips"]).encode()).hexdigest()[:12]
+
+
+def write_suite(folder: str, audios: list, espeak: str) -> None:
+    """The clips as 16-bit FLAC plus manifest.json (parameters, espeak-ng version, sha256 of the decoded samples)."""
     import soundfile as sf
 
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        os.chmod(tmp, 0o755)
-        for i, c in enumerate(clips):
-            sf.write(os.path.join(tmp, f"{i:02d}.wav"), c.audio, sr, subtype="FLOAT")  # float32: bit-exact
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump({"params": _params(sr), "files": [f"{i:02d}.wav" for i in range(len(clips))]}, f, indent=1)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # written meanwhile by another process: theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    os.makedirs(folder, exist_ok=True)
+    entries = []
+    for i, ((v, text), audio) in enumerate(zip(CLIPS, audios)):
+        path = os.path.join(folder, clip_file(i))
+        pcm = np.clip(np.round(np.asarray(audio, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+        sf.write(path, pcm, SR, format="FLAC", subtype="PCM_16")
+        decoded, _ = sf.read(path, dtype="float32")
+        entries.append({"file": clip_file(i), "language": v.language, "voice": v.voice, "gender": v.gender, "speed": v.speed,
+                        "pitch": v.pitch, "text": text, "samples": int(len(decoded)), "sha256": samples_sha256(decoded)})
+    with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump({"sample_rate": SR, "espeak": espeak, "trim": [TRIM_THRESHOLD, TRIM_MARGIN_S], "clips": entries}, f,
+                  indent=1, ensure_ascii=False)
+        f.write("\n")
 
 
-def _read_cache(folder: str, sr: int) -> list[np.ndarray] | None:
+def speech_clips(sr: int = SR, folder: str = SUITE_DIR) -> list[SpeechClip]:
+    """The verification clips (see CLIPS) as shipped, checked against the manifest's sha256 and resampled to `sr`
+    with the one resampler that `voxport run` uses."""
     import soundfile as sf
 
-    try:
-        with open(os.path.join(folder, "manifest.json")) as f:
-            files = json.load(f)["files"]
-        if len(files) != len(CLIPS):
-            return None
-        out = []
-        for name in files:
-            audio, rate = sf.read(os.path.join(folder, name), dtype="float32")
-            if rate != sr or audio.ndim != 1:
-                return None
-            out.append(audio)
-        return out
-    except (OSError, ValueError, KeyError, RuntimeError):
-        return None
+    from ..infer.audio import resample
 
-
-def speech_clips(sr: int = SR) -> list[SpeechClip]:
-    """The verification clips (see CLIPS), synthesized once and cached; [] when espeak-ng is not installed."""
-    if not speech_available():
-        return []
-    folder = cache_dir(sr)
-    audios = _read_cache(folder, sr)
-    fresh = audios is None
-    if fresh:
-        audios = [synthesize(text, v, sr) for v, text in CLIPS]
-    clips = [
-        SpeechClip(name=clip_name(v), audio=a, language=v.language, voice=v.voice, gender=v.gender, text=text, sr=sr)
-        for (v, text), a in zip(CLIPS, audios)
-    ]
-    if fresh:
-        try:
-            _write_cache(folder, clips, sr)
-        except OSError:
-            pass  # a read-only home still gets the clips, just not cached
+    man = read_manifest(folder)
+    if [[c["language"], c["voice"], c["gender"], c["speed"], c["pitch"], c["text"]] for c in man["clips"]] != suite_params():
+        raise RuntimeError(f"{folder}/manifest.json does not list the clips of voxport.verify.speech.CLIPS; "
+                           "run scripts/make_speech_suite.py")
+    clips = []
+    for (v, text), entry in zip(CLIPS, man["clips"]):
+        audio, rate = sf.read(os.path.join(folder, entry["file"]), dtype="float32")
+        if rate != man["sample_rate"] or audio.ndim != 1 or samples_sha256(audio) != entry["sha256"]:
+            raise RuntimeError(f"{entry['file']} in {folder} is not the clip its manifest names; reinstall voxport")
+        if sr != rate:
+            audio = resample(audio, rate, sr)
+        clips.append(SpeechClip(name=clip_name(v), audio=np.ascontiguousarray(audio, dtype=np.float32), language=v.language,
+                                voice=v.voice, gender=v.gender, text=text, sr=sr))
     return clips

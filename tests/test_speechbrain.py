@@ -14,6 +14,7 @@ pytest.importorskip("speechbrain")  # an optional extra; .ci/run installs it, so
 from voxport.archs import get_arch  # noqa: E402
 from voxport.archs.speechbrain import make_folder  # noqa: E402
 from voxport.cli import main  # noqa: E402
+from voxport.errors import CheckpointError  # noqa: E402
 from voxport.export import export_model  # noqa: E402
 from voxport.verify.check import cosine_rows, pairwise_scores  # noqa: E402
 from voxport.verify.speech import speech_clips  # noqa: E402
@@ -64,12 +65,12 @@ def clips():
 
 
 def sb_reference(ld, wavs, lens=None):
-    """SpeechBrain directly: encode_batch (normalize=True when the folder has mean_var_norm_emb), classify_batch."""
+    """SpeechBrain directly: encode_batch (normalize=True when built with --normalized-embeddings), classify_batch."""
     clf = ld.extra["clf"]
     x = torch.from_numpy(np.ascontiguousarray(wavs, dtype=np.float32))
     lens = None if lens is None else torch.from_numpy(np.asarray(lens, dtype=np.float32))
     with torch.inference_mode():
-        emb = clf.encode_batch(x, lens, normalize=ld.config["has_embedding_norm"]).squeeze(1).numpy()
+        emb = clf.encode_batch(x, lens, normalize=ld.config["normalized_embeddings"]).squeeze(1).numpy()
         scores = clf.classify_batch(x, lens)[0].numpy() if ld.config["has_classifier"] else None
     return emb, scores
 
@@ -113,11 +114,35 @@ def test_fp32_matches_speechbrain_on_speech(tmp_path, loaded, which, opset):
         refs.append(ref_emb[0])
     pair = np.abs(pairwise_scores(np.array(embs, np.float64)) - pairwise_scores(np.array(refs, np.float64)))
     assert pair.max() <= FP32_PAIR
-    # the normalised embedding is encode_batch's minus the stored global mean (not the raw vector)
-    if ld.config["has_embedding_norm"]:
-        raw, _ = sb_reference(ld, clips()[0][None])
-        raw = ld.extra["clf"].encode_batch(torch.from_numpy(clips()[0][None])).squeeze(1).numpy()
-        assert np.abs(raw - np.array(ld.extra["info"]["emb_mean"]) - embs[0]).max() < 1e-4
+    # by default `embeddings` is what encode_batch(wavs) returns, the vector verify_batch scores
+    raw = ld.extra["clf"].encode_batch(torch.from_numpy(clips()[0][None])).squeeze(1).numpy()
+    assert cosine_rows(embs[0][None].astype(np.float64), raw.astype(np.float64)).min() >= FP32_COSINE
+
+
+def test_normalized_embeddings_on_request(tmp_path, folders):
+    """--normalized-embeddings: `embeddings` is encode_batch(wavs, normalize=True), recorded in the source (the reference
+    rebuilt from it normalizes too) and in config.json; a folder without mean_var_norm_emb refuses the flag."""
+    from voxport.archs.source import load_source
+
+    spec = get_arch("speechbrain")
+    ld = spec.load(checkpoint=folders["spk"], normalize_embeddings=True)
+    assert ld.config["normalized_embeddings"] and ld.source["normalize_embeddings"] is True
+    path = str(tmp_path / "model.onnx")
+    export_model("speechbrain", path, loaded=ld, opset=17)
+    wav = clips()[0][None]
+    emb, _ = onnx_run(path, wav)
+    clf = ld.extra["clf"]
+    with torch.inference_mode():
+        want = clf.encode_batch(torch.from_numpy(wav), normalize=True).squeeze(1).numpy()
+        raw = clf.encode_batch(torch.from_numpy(wav)).squeeze(1).numpy()
+    assert cosine_rows(emb.astype(np.float64), want.astype(np.float64)).min() >= FP32_COSINE
+    assert np.abs(raw - np.array(ld.extra["info"]["emb_mean"]) - emb).max() < 1e-4
+    assert cosine_rows(raw.astype(np.float64), want.astype(np.float64)).min() < 0.999  # the two vectors do differ
+    again = load_source(ld.source, checkpoint=folders["spk"])
+    assert again.config["normalized_embeddings"]
+    assert spec.hf_config(ld)["speechbrain"]["normalized_embeddings"] is True
+    with pytest.raises(CheckpointError, match="mean_var_norm_emb"):
+        spec.load(checkpoint=folders["lid"], normalize_embeddings=True)
 
 
 def test_padded_batch_matches_encode_batch_with_wav_lens(tmp_path, loaded):

@@ -397,10 +397,13 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
               help="Where to verify, comma-separated: python, node, browser, webgpu.")
 @click.option("--embeddings", is_flag=True, help="Also output embeddings, verified by cosine: ecapa the 192-d vector before the last layer, "
                    "wav2vec2 (classifier or CTC) the encoder's frames (last_hidden_state).")
+@click.option("--normalized-embeddings", is_flag=True,
+              help="speechbrain: `embeddings` after mean_var_norm_emb (encode_batch(wavs, normalize=True)); default: the "
+                   "vector encode_batch(wavs) returns, which verify_batch scores.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_method, q8_target, size_budget, no_search, audio,
-              runtime, embeddings, force, as_json):
+              runtime, embeddings, normalized_embeddings, force, as_json):
     """All stages: export, simplify, quantize, verify, package."""
     from .build import BuildFailed, build
 
@@ -412,6 +415,12 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
         if not get_arch(arch).adds_embeddings:
             raise VoxportError(f"--embeddings: {arch} has no embedding output to add (its folders have what they have); drop the flag")
         load_options["embeddings"] = True
+    if normalized_embeddings:
+        from .archs import get_arch
+
+        if not get_arch(arch).normalizes_embeddings:
+            raise VoxportError(f"--normalized-embeddings: {arch} has no embedding normalisation step; drop the flag")
+        load_options["normalize_embeddings"] = True
     output_dir = output_dir or os.path.join("artifacts", f"{arch}-onnx")
     try:
         result = build(arch, output_dir, checkpoint=checkpoint, random_init=random_init, seed=seed, opset=int(opset),

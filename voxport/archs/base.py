@@ -69,6 +69,8 @@ class ArchSpec:
     recipes: dict = {}
     # whether load(embeddings=True) adds an `embeddings` output (the vector before the last layer): --embeddings
     adds_embeddings: bool = False
+    # whether load(normalize_embeddings=True) gives the embeddings after a stored normalisation: --normalized-embeddings
+    normalizes_embeddings: bool = False
 
     # loading
     def load(self, checkpoint: str | None = None, random_init: bool = False, seed: int = 0, **kw) -> Loaded:

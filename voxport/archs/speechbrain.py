@@ -130,7 +130,7 @@ def _build_export(clf, info: dict):
             self.classifier = classifier
             self.sentence_rule = info["sentence_rule"]
             mean, std = info.get("emb_mean"), info.get("emb_std")
-            self.has_emb_norm = mean is not None
+            self.has_emb_norm = mean is not None and info["normalized_embeddings"]
             self.register_buffer("emb_mean", torch.tensor(mean if mean is not None else [0.0]), persistent=False)
             self.register_buffer("emb_std", torch.tensor(std if std is not None else [1.0]), persistent=False)
             self.emb_std_used = std is not None
@@ -403,7 +403,12 @@ class SpeechBrainSpec(ArchSpec):
         # and the final fc act on one pooled vector
         return pointwise_as_matmul(loaded.model, skip=lambda name: "se_block" in name or name.startswith("encoder.fc"))[0].eval()
 
-    def load(self, checkpoint=None, random_init=False, seed=0, revision=None, local=False, weights=None, **kw) -> Loaded:
+    normalizes_embeddings = True  # mean_var_norm_emb, on request
+
+    def load(self, checkpoint=None, random_init=False, seed=0, revision=None, local=False, weights=None,
+             normalize_embeddings=False, **kw) -> Loaded:
+        """normalize_embeddings: `embeddings` after mean_var_norm_emb (encode_batch(wavs, normalize=True)); by default
+        the vector encode_batch(wavs) returns, which verify_batch scores and enrolment databases hold."""
         if random_init:
             raise CheckpointError("--arch speechbrain needs --checkpoint: a SpeechBrain pretrained folder or hub id "
                                   "(e.g. speechbrain/spkrec-ecapa-voxceleb)")
@@ -422,8 +427,14 @@ class SpeechBrainSpec(ArchSpec):
             raise CheckpointError(f"{checkpoint} has no embedding_model.ckpt; pass a SpeechBrain pretrained folder")
         clf = load_encoder_classifier(folder, text)
         info = self._inspect(clf, folder)
+        if normalize_embeddings and not info["has_embedding_norm"]:
+            raise CheckpointError(f"{os.path.basename(os.path.normpath(folder))} has no mean_var_norm_emb to normalize the "
+                                  "embeddings with; drop --normalized-embeddings")
+        info["normalized_embeddings"] = bool(normalize_embeddings)
         files = [os.path.join(folder, n) for n in FILES if os.path.isfile(os.path.join(folder, n))]
         source = {"arch": self.name, **checkpoint_record(checkpoint, folder, files, revision), "random_init": False, "seed": None}
+        if normalize_embeddings:
+            source["normalize_embeddings"] = True
         model = _build_export(clf, info)
         config = {k: v for k, v in info.items() if k not in ("emb_mean", "emb_std")}
         extra = {"clf": clf, "info": info, "license": read_license(folder), "card_license": card_license(folder),
@@ -567,9 +578,9 @@ class SpeechBrainSpec(ArchSpec):
         mask = case.attention_mask if case.attention_mask is not None else np.ones(x.shape, np.int64)
         lens = torch.from_numpy(mask.sum(1).astype(np.float32) / np.float32(mask.shape[1]))
         with torch.inference_mode():
-            emb = clf.encode_batch(x, lens)  # normalize=False: what classify_batch scores
+            emb = clf.encode_batch(x, lens)  # normalize=False: what classify_batch and verify_batch score
             out = {}
-            if loaded.config["has_embedding_norm"]:  # encode_batch(normalize=True)'s last step, without a second pass
+            if loaded.config["normalized_embeddings"]:  # encode_batch(normalize=True)'s last step, without a second pass
                 out["embeddings"] = clf.hparams.mean_var_norm_emb(emb, torch.ones(emb.shape[0])).squeeze(1).float().numpy()
             else:
                 out["embeddings"] = emb.squeeze(1).float().numpy()
@@ -584,13 +595,13 @@ class SpeechBrainSpec(ArchSpec):
                "architectures": ["Wav2Vec2ForSequenceClassification" if c["has_classifier"] else "Wav2Vec2Model"],
                "voxport_arch": self.name,
                "speechbrain": {k: c[k] for k in ("channels", "kernel_sizes", "dilations", "n_mels", "embedding_dim",
-                                                 "has_embedding_norm", "speechbrain_version")}}
+                                                 "has_embedding_norm", "normalized_embeddings", "speechbrain_version")}}
         if c["has_classifier"]:
             labels = c["labels"]
             cfg.update(id2label={str(k): v for k, v in labels.items()}, label2id={v: int(k) for k, v in labels.items()},
                        num_labels=len(labels))
         if c["has_embedding_norm"]:
-            # encode_batch(normalize=False) (SpeechBrain's verify_batch) = embeddings + this mean
+            # mean_var_norm_emb's mean: normalized = encode_batch(wavs) - embedding_mean (global, no std)
             cfg["speechbrain"]["embedding_mean"] = [round(v, 8) for v in loaded.extra["info"]["emb_mean"]]
         return cfg
 
@@ -614,9 +625,13 @@ class SpeechBrainSpec(ArchSpec):
             "audio, unnormalised (`do_normalize: false`).",
             "`attention_mask` marks the valid samples of each row of a padded batch; the graph turns it into SpeechBrain's "
             "relative lengths (`wav_lens` = valid / total), so a padded batch gives what `encode_batch(wavs, wav_lens)` gives.",
-            f"`embeddings` [batch, {c['embedding_dim']}] is `encode_batch`"
-            + (" with `normalize=True` (after `mean_var_norm_emb`); SpeechBrain's own `verify_batch` scores the "
-               "un-normalised vector, which is `embeddings + config.speechbrain.embedding_mean`." if c["has_embedding_norm"] else "."),
+            f"`embeddings` [batch, {c['embedding_dim']}] is "
+            + ("`encode_batch(wavs, normalize=True)` (after `mean_var_norm_emb`, built with --normalized-embeddings); "
+               "SpeechBrain's own `verify_batch` scores the un-normalised vector, which is "
+               "`embeddings + config.speechbrain.embedding_mean`." if c["normalized_embeddings"] else
+               "`encode_batch(wavs)` (normalize=False), the vector SpeechBrain's `verify_batch` scores and enrolment "
+               "databases made with SpeechBrain hold"
+               + (" (`embeddings - config.speechbrain.embedding_mean` is the `normalize=True` vector)." if c["has_embedding_norm"] else ".")),
             f"Minimum input: {self.min_samples(loaded)} samples.",
         ]
         if c["has_classifier"]:

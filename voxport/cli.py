@@ -528,19 +528,20 @@ def _infer_options(f):
                           "smoothed value (without --ema: the mean of the windows)."),
         click.option("--chunk-length-s", type=float, default=None, help="CTC: cut long audio into chunks (s), as transformers' pipeline."),
         click.option("--stride-length-s", type=float, default=None, help="CTC: stride on each side of a chunk (s) [default: chunk / 6]."),
-        click.option("--keep-special-tokens", is_flag=True,
-                     help="CTC: keep <s>, </s>, <unk> in the text as transformers' pipeline does (default: dropped, as Transformers.js)."),
+        click.option("--skip-special-tokens", is_flag=True,
+                     help="CTC: drop the tokens tokenizer.json marks special before merging repeats, as Transformers.js decodes "
+                          "(default: every token kept, as transformers' pipeline)."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens, timestamps=None):
+def _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, skip_special_tokens, timestamps=None):
     from .infer.predict import Options
 
     return Options(batch_size=batch_size, top_k=top_k, window_s=window_s, hop_s=hop_s, ema=ema, chunk_length_s=chunk_length_s,
-                   stride_length_s=stride_length_s, timestamps=timestamps, keep_special_tokens=keep_special_tokens)
+                   stride_length_s=stride_length_s, timestamps=timestamps, skip_special_tokens=skip_special_tokens)
 
 
 @main.command("run")
@@ -554,7 +555,7 @@ def _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, strid
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"results\": [...]}.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,status,error,duration_s,label,score (or text).")
 def run_cmd(folder, paths, dtype, batch_size, threads, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s,
-            keep_special_tokens, timestamps, npy_dir, as_json, as_csv):
+            skip_special_tokens, timestamps, npy_dir, as_json, as_csv):
     """Run FOLDER's ONNX file on audio files or folders (onnxruntime only). Exit 1 when a file fails."""
     import json as _json_mod
 
@@ -564,7 +565,7 @@ def run_cmd(folder, paths, dtype, batch_size, threads, top_k, window_s, hop_s, e
         raise VoxportError("pass one of --json and --csv")
     if threads < 0 or top_k < 1:
         raise VoxportError("--threads must be 0 or more and --top-k at least 1")
-    options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens, timestamps)
+    options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, skip_special_tokens, timestamps)
     report = run(folder, list(paths), dtype=dtype, options=options, threads=threads, npy_dir=npy_dir, progress=True)
     if as_json:
         click.echo(_json_mod.dumps(_json_safe(report.to_dict()), indent=2, ensure_ascii=False, allow_nan=False))
@@ -592,7 +593,7 @@ def run_cmd(folder, paths, dtype, batch_size, threads, top_k, window_s, hop_s, e
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None, help="Write PNG charts here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: {\"rows\": [...], \"files\": [...]}.")
 def evaluate_cmd(folder, labels_csv, dtype, checkpoint, no_pytorch, engine, workers, batch_size, threads, top_k, window_s, hop_s, ema,
-                 chunk_length_s, stride_length_s, keep_special_tokens, no_normalize_text, max_drop, plots_dir, as_json):
+                 chunk_length_s, stride_length_s, skip_special_tokens, no_normalize_text, max_drop, plots_dir, as_json):
     """Accuracy / F1 / confusion (or WER / CER) of PyTorch and each ONNX file on labelled audio. Exit 1 on --max-drop or failed files."""
     import json as _json_mod
 
@@ -605,7 +606,7 @@ def evaluate_cmd(folder, labels_csv, dtype, checkpoint, no_pytorch, engine, work
             import matplotlib  # noqa: F401
         except ImportError:
             raise VoxportError("--plots needs matplotlib: pip install 'voxport[plots]'") from None
-    options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, keep_special_tokens)
+    options = _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, stride_length_s, skip_special_tokens)
     report = evaluate(folder, labels_csv, dtypes=dtype, options=options, engine=engine, checkpoint=checkpoint,
                       pytorch=not no_pytorch, threads=threads, workers=workers, max_drop=max_drop,
                       normalize_text=not no_normalize_text, progress=True)

@@ -112,23 +112,21 @@ def read_ctc_tokenizer(folder: str) -> CtcTokenizer:
 
 
 def greedy_decode(tok: CtcTokenizer, ids: list) -> str:
-    """Greedy CTC on frame ids, as Transformers.js's pipeline with tokenizer.json: special tokens (not the blank)
-    dropped, repeats merged, the blank (pad) dropped, the word delimiter -> space, spaces collapsed."""
-    id2tok = {i: t for t, i in tok.vocab.items()}
-    skip = tok.special_ids()
-    pad, delim = tok.config["pad_token"], tok.config["word_delimiter_token"]
-    toks = [id2tok.get(i, "") for i in ids if i not in skip]
-    toks = [t for j, t in enumerate(toks) if j == 0 or t != toks[j - 1]]
-    toks = [t for t in toks if t != pad]
-    return " ".join("".join(toks).replace(delim, " ").split())
+    """Greedy CTC on frame ids as transformers' ASR pipeline decodes them (voxport.ctc: every token kept)."""
+    return ctc_vocab(tok).text(ids)
+
+
+def ctc_vocab(tok: CtcTokenizer):
+    from ..ctc import CtcVocab
+
+    return CtcVocab.from_config(tok.vocab, tok.config, tok.special_ids())
 
 
 def ctc_tokenizer_files(vocab, tcfg: dict | None = None, added: dict | None = None) -> tuple:
     """tokenizer.json (built with `tokenizers`) and tokenizer_config.json for CTC greedy decoding.
 
-    vocab: a CtcTokenizer, or token -> id with tcfg/added as saved. The pad token is the CTC blank: it is
-    left out of the special tokens so that decoding with skip_special_tokens still merges repeats around it
-    before the CTC decoder drops it. Added tokens decode as their text; special ones are skipped.
+    vocab: a CtcTokenizer, or token -> id with tcfg/added as saved. The pad token is the CTC blank, dropped by the
+    CTC decoder after repeats are merged; every other token decodes as its text (see voxport.ctc).
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -139,15 +137,16 @@ def ctc_tokenizer_files(vocab, tcfg: dict | None = None, added: dict | None = No
     t.normalizer = normalizers.Replace(" ", delim)
     t.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     t.decoder = decoders.CTC(pad_token=pad, word_delimiter_token=delim, cleanup=True)
-    plain = [name for name, special in tok.added.items() if not special and name in tok.vocab]
-    if plain:
-        t.add_tokens([AddedToken(name, special=False, normalized=False) for name in plain])
-    specials = [cfg_in["bos_token"], cfg_in["eos_token"], unk] + [n for n, s in tok.added.items() if s]
-    t.add_special_tokens([AddedToken(name, special=True, normalized=False) for name in dict.fromkeys(specials) if name in tok.vocab])
+    # no token is marked special: transformers' pipeline decodes CTC with skip_special_tokens=False, and Transformers.js
+    # (skip_special_tokens: true) then keeps <s>, </s>, <unk> and added tokens in the text as the pipeline does
+    named = [cfg_in["bos_token"], cfg_in["eos_token"], unk] + list(tok.added)
+    t.add_tokens([AddedToken(name, special=False, normalized=False) for name in dict.fromkeys(named) if name in tok.vocab])
     cfg = {
         "tokenizer_class": "Wav2Vec2CTCTokenizer",
         "pad_token": pad, "unk_token": unk, "bos_token": cfg_in["bos_token"], "eos_token": cfg_in["eos_token"],
         "word_delimiter_token": delim, "do_lower_case": bool(cfg_in.get("do_lower_case", False)),
-        "clean_up_tokenization_spaces": True, "model_max_length": 1000000000000000019884624838656,
+        # the checkpoint's own setting (transformers' default: off); Transformers.js would default it on
+        "clean_up_tokenization_spaces": bool(cfg_in.get("clean_up_tokenization_spaces", False)),
+        "model_max_length": 1000000000000000019884624838656,
     }
     return t.to_str(pretty=True), cfg

@@ -57,63 +57,29 @@ class OnnxModel:
         return dict(zip(self.output_names, self.session.run(None, feed)))
 
 
-class CtcDecoder:
-    """Greedy CTC text from tokenizer.json (the `tokenizers` library), with word offsets in frames.
+def ctc_vocab(folder: str):
+    """The folder's CTC vocabulary (tokenizer.json, or vocab.json from an older layout) and decoding settings
+    (tokenizer_config.json), for voxport.ctc: transformers' pipeline decode by default."""
+    from ..ctc import CtcVocab
 
-    Default: as Transformers.js decodes (skip_special_tokens=True, then trim). keep_special=True: as transformers'
-    ASR pipeline decodes CTC (skip_special_tokens=False: <s>, </s>, <unk> stay in the text as written).
-    """
-
-    def __init__(self, folder: str):
-        from tokenizers import Tokenizer
-
-        tcfg_path = os.path.join(folder, "tokenizer_config.json")
-        tcfg = _read_json(tcfg_path) if os.path.isfile(tcfg_path) else {}
-        tok_path = os.path.join(folder, "tokenizer.json")
-        if os.path.isfile(tok_path):
-            self.tokenizer = Tokenizer.from_file(tok_path)
-        elif os.path.isfile(os.path.join(folder, "vocab.json")):
-            from ..archs.wav2vec2 import ctc_tokenizer_files
-
-            self.tokenizer = Tokenizer.from_str(ctc_tokenizer_files(_read_json(os.path.join(folder, "vocab.json")), tcfg)[0])
-        else:
-            raise FolderError(f"{folder} has no tokenizer.json (or vocab.json); a CTC folder needs its vocabulary")
-        self.pad = tcfg.get("pad_token", "<pad>")
-        self.delimiter = tcfg.get("word_delimiter_token", "|")
-        vocab = self.tokenizer.get_vocab(with_added_tokens=True)
-        self.id2tok = {i: t for t, i in vocab.items()}
-        added = self.tokenizer.get_added_tokens_decoder() if hasattr(self.tokenizer, "get_added_tokens_decoder") else {}
-        self.special_ids = {i for i, t in added.items() if getattr(t, "special", False)} - {vocab.get(self.pad), vocab.get(self.delimiter)}
-
-    def text(self, ids: list, keep_special: bool = False) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=not keep_special).strip()
-
-    def word_offsets(self, ids: list, keep_special: bool = False) -> list:
-        """[(word, start_frame, end_frame)]: repeats merged, blanks dropped, words split at the delimiter."""
-        frames = [(int(i), j) for j, i in enumerate(ids) if keep_special or int(i) not in self.special_ids]
-        groups = []  # [token, first frame, last frame + 1]
-        for tok_id, j in frames:
-            if groups and groups[-1][0] == tok_id:
-                groups[-1][2] = j + 1
-            else:
-                groups.append([tok_id, j, j + 1])
-        words, cur = [], None
-        for tok_id, s, e in groups:
-            tok = self.id2tok.get(tok_id, "")
-            if tok == self.pad:
-                continue
-            if tok == self.delimiter:
-                if cur:
-                    words.append(tuple(cur))
-                cur = None
-            elif cur is None:
-                cur = [tok, s, e]
-            else:
-                cur[0] += tok
-                cur[2] = e
-        if cur:
-            words.append(tuple(cur))
-        return words
+    tcfg_path = os.path.join(folder, "tokenizer_config.json")
+    tcfg = _read_json(tcfg_path) if os.path.isfile(tcfg_path) else {}
+    tcfg = {k: (v.get("content") if isinstance(v, dict) else v) for k, v in tcfg.items()}
+    tok_path = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(tok_path):
+        doc = _read_json(tok_path)
+        vocab = dict((doc.get("model") or {}).get("vocab") or {})
+        added = doc.get("added_tokens") or []
+        vocab.update({t["content"]: int(t["id"]) for t in added})
+        special = [int(t["id"]) for t in added if t.get("special")]  # what Transformers.js skips
+    elif os.path.isfile(os.path.join(folder, "vocab.json")):
+        vocab, special = _read_json(os.path.join(folder, "vocab.json")), []
+    else:
+        raise FolderError(f"{folder} has no tokenizer.json (or vocab.json); a CTC folder needs its vocabulary")
+    if not vocab:
+        raise FolderError(f"{tok_path} holds no vocabulary; rebuild the folder with `voxport build`")
+    keep = {vocab.get(tcfg.get("pad_token", "<pad>")), vocab.get(tcfg.get("word_delimiter_token", "|"))}
+    return CtcVocab.from_config(vocab, tcfg, [i for i in special if i not in keep])
 
 
 class ModelFolder:
@@ -182,9 +148,9 @@ class ModelFolder:
         return OnnxModel(self.files[dtype], threads)
 
     @property
-    def decoder(self) -> CtcDecoder:
+    def decoder(self):
         if self._decoder is None:
-            self._decoder = CtcDecoder(self.path)
+            self._decoder = ctc_vocab(self.path)
         return self._decoder
 
     def min_samples(self, model: OnnxModel | None = None) -> int:

@@ -25,7 +25,7 @@ class Options:
     chunk_length_s: float | None = None
     stride_length_s: float | None = None
     timestamps: str | None = None  # "word"
-    keep_special_tokens: bool = False
+    skip_special_tokens: bool = False  # CTC: as Transformers.js decodes; default: as transformers' pipeline
 
     def check(self, folder) -> None:
         """Bad combinations are the user's mistake (exit 2), found before any file is read."""
@@ -191,10 +191,10 @@ class Predictor:
                     frame_ids = frame_ids[lo:hi]
                 ids.extend(int(i) for i in frame_ids)
             dec = self.folder.decoder
-            res = {"text": dec.text(ids, self.opt.keep_special_tokens)}
+            res = {"text": dec.text(ids, self.opt.skip_special_tokens)}
             if self.opt.timestamps == "word":
                 res["chunks"] = [{"text": w, "timestamp": [s * align / self.sr, e * align / self.sr]}
-                                 for w, s, e in dec.word_offsets(ids, self.opt.keep_special_tokens)]
+                                 for w, s, e in dec.words(ids, self.opt.skip_special_tokens)]
             return res
 
         return segs, finish

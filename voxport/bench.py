@@ -178,8 +178,8 @@ def compute_ratios(rows: list, fp32: str | None, against: list) -> list:
 
 def bench(folder: str | None = None, seconds=(0.75, 3.0), threads: int = 2, runs: int = 20, loaded=None,
           torch_model: bool = True, runtimes=("python",), files: dict | None = None, against=(), warmup: int = 2,
-          sample_rate: int = 16000) -> BenchResult:
-    """runtimes: python (PyTorch eager + onnxruntime, interleaved) and any of node, browser, webgpu (Transformers.js,
+          sample_rate: int = 16000, progress=None) -> BenchResult:
+    """progress: told each input length and runtime as it starts, with the time left. runtimes: python (PyTorch eager + onnxruntime, interleaved) and any of node, browser, webgpu (Transformers.js,
     in their own process, a folder only). files: name -> path instead of a folder's; against: other exports (folders
     or .onnx files), fed the same audio; loaded: the PyTorch reference (None and no folder: no PyTorch row)."""
     import onnxruntime as ort
@@ -235,9 +235,15 @@ def bench(folder: str | None = None, seconds=(0.75, 3.0), threads: int = 2, runs
         torch.set_num_threads(threads)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
+    steps, done, t0 = len(seconds) * len(runtimes), 0, time.time()
     for s in seconds:
         x = speech_like(int(s * sample_rate), 150, seed=0)[None]
         for rt in runtimes:
+            if progress:
+                left = f", ~{(time.time() - t0) / done * (steps - done):.0f} s left" if done else ""
+                progress(f"bench {s:g} s in {rt}: {len(candidates) + (torch_model and rt == 'python')} candidates x {runs} runs "
+                         f"({done + 1}/{steps}{left})")
+            done += 1
             if rt != "python":
                 rows += _bench_js(folder, files, spec, loaded, rt, x[0], s, runs if rt != "webgpu" else min(runs, 3), threads)
         if not python:

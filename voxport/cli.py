@@ -189,7 +189,7 @@ def _check_source(checkpoint, random_init):
         raise VoxportError("pass exactly one of --checkpoint FOLDER_OR_HUB_ID and --random-init")
 
 
-@click.group(cls=_Group, epilog="Exit codes: 0 ok, 1 verification failed, 2 wrong input (the message says what to do), "
+@click.group(cls=_Group, context_settings={"max_content_width": 110}, epilog="Exit codes: 0 ok, 1 verification failed, 2 wrong input (the message says what to do), "
                                 "3 voxport failed (run with --debug), 130 interrupted.")
 @click.option("--debug", is_flag=True, help="Show the traceback of any error (also: VOXPORT_DEBUG=1).")
 @click.version_option(package_name="voxport")
@@ -199,12 +199,12 @@ def main(debug):
     _exit_on_sigterm()
 
 
-@main.command("export-model")
+@main.command("export-model", short_help="Export a checkpoint to one simplified ONNX file.")
 @_source_options
 @click.option("--opset", type=click.Choice(["17", "18"]), default="18", show_default=True)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_json):
     """Export a checkpoint to one simplified ONNX file."""
     from .export import export_model
@@ -233,7 +233,7 @@ def _logits_only(path: str) -> bool:
     return [o.name for o in onnx.load(path, load_external_data=False).graph.output] == ["logits"]
 
 
-@main.command("quantize")
+@main.command("quantize", short_help="Quantize an exported file to its tolerance (the front end stays float).")
 @click.argument("input_path", metavar="IN.onnx")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Output file (not needed with --explain alone).")
 @click.option("--mode", default="q8", show_default=True, type=click.Choice(["q8", "int8", "uint8", "fp16", "q4", "q4f16"]),
@@ -251,7 +251,7 @@ def _logits_only(path: str) -> bool:
               help="How large keeping nodes float may make the file, as a multiple of its fully quantized size [default: 1.25].")
 @click.option("--no-search", is_flag=True, help="Quantize every node the method covers, without checking the tolerance.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_delta, checkpoint, size_budget, no_search, force,
                  as_json):
     """Quantize an exported file (the front end stays float). The file is measured against the PyTorch reference
@@ -323,15 +323,15 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
         _emit(result, as_json)
 
 
-@main.command("verify")
+@main.command("verify", short_help="Check a built folder (or ONNX files) against PyTorch; exit 1 when a file fails.")
 @click.argument("target", nargs=-1, required=True)
 @click.option("--arch", default=None, help="With ONNX files: the architecture of the reference.")
 @click.option("--checkpoint", default=None,
               help="The reference checkpoint: with ONNX files; with a FOLDER built from a local checkpoint, that folder "
                    "(its weights must have the sha256 the folder recorded).")
 @_revision_option
-@click.option("--random-init", is_flag=True)
-@click.option("--seed", type=int, default=0)
+@click.option("--random-init", is_flag=True, help="With ONNX files and --arch: seeded random weights for the reference.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init.")
 @click.option("--audio", multiple=True, type=click.Path(), help="Extra audio (files or folders; any rate/channels), repeatable.")
 @click.option("--runtime", default="python", show_default=True,
               help="Comma-separated: python (onnxruntime), node / browser / webgpu (Transformers.js; FOLDER only).")
@@ -353,8 +353,10 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
             from .archs.source import check_checkpoint
 
             check_checkpoint(checkpoint)
+        if not as_json:
+            _progress("rebuilding the PyTorch reference from the folder's source record")
         loaded = _load_folder_source(folder, checkpoint)
-        report = verify_folder(folder, audio=list(audio), runtime=runtime, loaded=loaded)
+        report = verify_folder(folder, audio=list(audio), runtime=runtime, loaded=loaded, progress=None if as_json else _progress)
     else:
         missing = [t for t in target if not os.path.isfile(t)]
         if missing:
@@ -373,12 +375,13 @@ def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_j
         if checkpoint:
             check_checkpoint(checkpoint)
         loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed, revision=_revision())
-        report = verify({os.path.basename(t): t for t in target}, loaded, audio=list(audio), runtime=runtime)
+        report = verify({os.path.basename(t): t for t in target}, loaded, audio=list(audio), runtime=runtime,
+                        progress=None if as_json else _progress)
     _emit(report, as_json)
     sys.exit(0 if report.passed else 1)
 
 
-@main.command("build")
+@main.command("build", short_help="All stages: export, simplify, quantize, verify, package.")
 @_source_options
 @click.option("--output-dir", "-o", default=None, help="Folder to write [default: artifacts/<arch>-onnx].")
 @click.option("--opset", type=click.Choice(["17", "18"]), default="18", show_default=True)
@@ -435,9 +438,9 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
     _emit(result, as_json)
 
 
-@main.command("bench")
+@main.command("bench", short_help="Latency of PyTorch and every ONNX file, interleaved, with the CPU named.")
 @click.argument("target", nargs=-1, required=True)
-@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True, help="onnxruntime and PyTorch threads (intra-op).")
 @click.option("--runs", type=int, default=20, show_default=True, help="Timed runs of each candidate per window.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed rounds before the timed ones.")
 @click.option("--seconds", default="0.75,3", show_default=True, help="Input lengths in seconds, comma-separated.")
@@ -449,9 +452,9 @@ def build_cmd(arch, checkpoint, random_init, seed, output_dir, opset, modes, q8_
               help="For a FOLDER built from a local checkpoint: that folder (PyTorch row); with ONNX files: the reference.")
 @click.option("--arch", default=None, help="With ONNX files: the architecture of the PyTorch row (with --checkpoint or --random-init).")
 @click.option("--random-init", is_flag=True, help="With ONNX files and --arch: seeded random weights for the PyTorch row.")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init.")
 @_revision_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def bench_cmd(target, threads, runs, warmup, seconds, against, runtime, checkpoint, arch, random_init, seed, as_json):
     """Latency of PyTorch eager, every ONNX file of a FOLDER (or the ONNX files given) and of --against exports:
     interleaved runs in one process, medians, p95 and ratios, with the CPU and its ISA flags."""
@@ -508,7 +511,7 @@ def bench_cmd(target, threads, runs, warmup, seconds, against, runtime, checkpoi
             check_checkpoint(checkpoint)
         loaded = get_arch(arch).load(checkpoint=checkpoint, random_init=random_init, seed=seed, revision=_revision())
     _emit(bench(folder, seconds=secs, threads=threads, runs=runs, warmup=warmup, runtimes=tuple(runtimes), loaded=loaded,
-                files=files, against=tuple(against)), as_json)
+                files=files, against=tuple(against), progress=None if as_json else _progress), as_json)
 
 
 # --- run and evaluate: a built folder on audio files (onnxruntime only for run; PyTorch is never imported there) ---
@@ -544,7 +547,7 @@ def _make_options(batch_size, top_k, window_s, hop_s, ema, chunk_length_s, strid
                    stride_length_s=stride_length_s, timestamps=timestamps, skip_special_tokens=skip_special_tokens)
 
 
-@main.command("run")
+@main.command("run", short_help="Run a folder's ONNX file on audio files or folders (onnxruntime only).")
 @click.argument("folder", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--dtype", default=None, help="Which file: fp32, q8, fp16, int8, uint8, q4, q4f16 (Transformers.js names) [default: fp32].")
@@ -576,7 +579,7 @@ def run_cmd(folder, paths, dtype, batch_size, threads, top_k, window_s, hop_s, e
     sys.exit(1 if report.failed else 0)
 
 
-@main.command("evaluate")
+@main.command("evaluate", short_help="Accuracy / F1 (or WER / CER) of PyTorch and each ONNX file on labelled audio.")
 @click.argument("folder", type=click.Path())
 @click.option("--labels", "labels_csv", required=True, type=click.Path(),
               help="CSV with a header: path,label (classifiers) or path,text (CTC); paths relative to the CSV.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import json
 import os
 import time
@@ -131,6 +132,8 @@ def _external_as_inputs(model) -> list:
 def _torch_export(spec, loaded, route, opset, path, export_params=True):
     import torch
 
+    # the exporter's registry warns once per torchvision op when torchvision is absent (voxport exports none of them)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     module = spec.export_module(loaded, route)
     args = spec.example_inputs(loaded)
     names = spec.input_names(loaded)

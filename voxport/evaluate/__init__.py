@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -198,6 +199,8 @@ def evaluate(folder: str, labels_csv: str, dtypes: str | None = "all", options: 
             if checkpoint:
                 raise
             notes.append(f"PyTorch row skipped: {e}")
+            if progress:  # said at once, not only under the table at the end
+                print(f"[{time.strftime('%H:%M:%S')}] {notes[-1]}", file=sys.stderr)
     elif checkpoint:
         raise VoxportError("--checkpoint is for the PyTorch reference; drop --no-pytorch or --checkpoint")
     if max_drop is not None and loaded is None and "fp32" not in dts:

@@ -118,7 +118,8 @@ class RunReport:
         what = {"automatic-speech-recognition": "transcript", "audio-classification": "labels"}.get(self.task, "outputs")
         lines = [f"{'file':<{w}}  status  duration  {what}"]
         lines += [f"{p:<{w}}  {s:<6}  {d:>8}  {x}" for p, s, d, x in rows]
-        lines.append(f"{len(self.results)} files, {self.failed} failed ({os.path.basename(self.folder.rstrip('/'))}, {self.dtype})")
+        n = len(self.results)
+        lines.append(f"{n} file{'' if n == 1 else 's'}, {self.failed} failed ({os.path.basename(self.folder.rstrip('/'))}, {self.dtype})")
         return "\n".join(lines)
 
     def to_csv(self) -> str:

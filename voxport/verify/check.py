@@ -50,10 +50,15 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
     known = known or {}
     spec = get_arch(loaded.arch)
     cases = cases if cases is not None else build_cases(spec, loaded, audio)
-    refs = refs if refs is not None else [spec.reference(loaded, c) for c in cases]
+    if refs is None:
+        if progress:
+            progress(f"PyTorch references on {len(cases)} cases")
+        refs = [spec.reference(loaded, c) for c in counted(cases, progress, "PyTorch references")]
     rt = get_runtime(runtime)
     reports = []
     for label, path in files.items():
+        if progress and path not in known:
+            progress(f"verify {label} ({rt.name}): {len(cases)} cases")
         kind, _ = file_kind(path)
         tol = spec.tolerance(loaded, kind)
         names = spec.output_names(loaded) if spec.multi_output(loaded) else None
@@ -450,9 +455,10 @@ def _verify_js_outputs(spec, loaded, folder, files, runtime, rows, refs) -> Veri
                         reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)}) and onnxruntime-python")
 
 
-def verify_folder(folder: str, audio: list | None = None, runtime: str = "python", loaded: Loaded | None = None) -> VerifyReport:
+def verify_folder(folder: str, audio: list | None = None, runtime: str = "python", loaded: Loaded | None = None,
+                  progress=None) -> VerifyReport:
     """Rebuild the reference from the folder's source record and check every file in onnx/ in each runtime
-    (comma-separated: python, node, browser, webgpu)."""
+    (comma-separated: python, node, browser, webgpu). progress: told what runs, with counts and time left."""
     if not os.path.isdir(folder):
         raise VoxportError(f"folder not found: {folder}")
     runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
@@ -465,8 +471,10 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
     reports, memo = [], {}
     for r in runtimes:
         if r == "python":
-            reports.append(verify(files, loaded, audio=audio, runtime=r))
+            reports.append(verify(files, loaded, audio=audio, runtime=r, progress=progress))
         else:
+            if progress:
+                progress(f"verifying in Transformers.js ({r})")
             reports.append(verify_js(folder, files, loaded, r, audio=audio, memo=memo))
     return merge_reports(reports)
 

@@ -79,6 +79,39 @@ def test_full_verify_and_bench(full_build, tmp_path):
     assert all(x["median_ms"] > 0 for x in rows)
 
 
+def _judged(folder):
+    """The cases and the verdict the build wrote into the folder."""
+    rec = json.loads((folder / "voxport.json").read_text())["verify"]
+    return rec["cases"], rec["status"]
+
+
+def test_one_verdict_with_or_without_espeak(full_build, tmp_path, ecapa_ckpt, monkeypatch):
+    """The speech clips ship with voxport: a folder built where espeak-ng is not on PATH is verified where it is on PATH
+    on the same cases with the same verdict, and the other way round (the README's own folder, judged without it)."""
+    import shutil
+
+    out, _ = full_build
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    full_path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(bare))
+    assert shutil.which("espeak-ng") is None
+    r = run("verify", out, "--json")
+    assert r.exit_code == 0, r.output
+    cases, status = _judged(out)
+    assert json.loads(r.output)["cases"] == cases and status == "passed"
+    assert sum(c.startswith("speech ") for c in cases) == 16  # eight clips, whole and in 0.75 s windows
+    small = tmp_path / "built-without-espeak"
+    r = run("build", "--arch", "ecapa", "--checkpoint", ecapa_ckpt, "--output-dir", small)
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("PATH", full_path)
+    r = run("verify", small, "--json", "--checkpoint", ecapa_ckpt)
+    assert r.exit_code == 0, r.output
+    cases, status = _judged(small)
+    assert json.loads(r.output)["cases"] == cases and status == "passed"
+    assert "suite " in (small / "README.md").read_text()
+
+
 def test_existing_output_is_refused(full_build):
     out, _ = full_build
     before = os.path.getmtime(out / "onnx" / "model.onnx")

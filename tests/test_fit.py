@@ -234,3 +234,27 @@ def test_bias_correction_moves_biases_by_the_mean_shift(tmp_path, exported):
     assert np.array_equal(fa[bias], ff[bias])  # without calibration, no bias moves
     np.testing.assert_allclose(fb[bias].astype(np.float64) - ff[bias], want, atol=1e-5)
     assert np.abs(want).max() > 1e-6
+
+
+def test_the_smallest_file_that_meets_the_bar_is_kept(tmp_path, exported):
+    """A recipe with alternatives: each is fitted, the smallest file that meets the bar is kept (made again when it was
+    not the last one made), and every candidate's figures are recorded in quantize_config.json."""
+    from voxport.archs.base import Recipe
+    from voxport.quantize import read_config
+    from voxport.quantize.fit import fit_target, fit_with_fallback, recipe_fitter
+
+    src, loaded, cases, refs = exported
+    out = str(tmp_path / "model_quantized.onnx")
+    config = str(tmp_path / "quantize_config.json")
+    bar = PARITY["ecapa"]["q8"]
+    fitter = recipe_fitter(src, out, "q8", cases, refs, fit_target(bar), bar, None, [], 3.0, None, config)
+    for per_channel in (True, False):  # either order: the winner is made again when it was not the last one made
+        first = Recipe("weight-only", per_channel=per_channel, alternatives=(Recipe("weight-only", per_channel=not per_channel),))
+        q, f = fit_with_fallback(first, fitter, out, config, lambda m: None)
+        tried = read_config(config, "model_quantized.onnx")["candidates"]
+        assert len(tried) == 2 and sum(t["kept"] for t in tried) == 1
+        kept = next(t for t in tried if t["kept"])
+        assert kept["size_bytes"] == min(t["size_bytes"] for t in tried) == q.size_bytes == os.path.getsize(out)
+        assert q.options["per_channel"] == kept["per_channel"]
+        got = compare("q", "q8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), bar)
+        assert got.status == Status.PASSED and abs(got.max_abs_prob - kept["max_abs_prob"]) < 1e-6

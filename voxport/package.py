@@ -270,6 +270,12 @@ def verification_snippet(name: str, output: str, with_import: bool = True, frame
     ]
 
 
+def _speech_suite() -> str:
+    from .verify.speech import suite_id
+
+    return suite_id()
+
+
 def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None, name: str = "model-onnx") -> str:
     from . import __version__
 
@@ -338,7 +344,10 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
     for mode, why in (skipped or {}).items():
         lines.append(f"- `{mode}` not built: {why}")
     lines += ["", "## Verification", "",
-              f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)}).", ""]
+              f"Reference: {report.reference}. Suite: {len(report.cases)} cases ({', '.join(report.cases)})"
+              + (f"; the speech clips are the ones voxport ships (suite {_speech_suite()}), so `voxport verify` judges this "
+                 "folder on the same cases on any machine" if any(c.startswith("speech ") for c in report.cases) else "")
+              + ".", ""]
     # files with logits (every file of a classifier; none of an embeddings-only folder)
     scored = [r for r in report.files if r.argmax_total or r.min_cosine is None]
     if scored:

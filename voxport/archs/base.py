@@ -14,7 +14,8 @@ class Recipe:
     """How one file kind is made: the method, weight scales per channel or per tensor, bias correction, and why.
     fallback: the recipe used instead when this one's file keeps its decisions only with so many nodes float that
     fewer than min_integer_share of its 8-bit weights still multiply in integer kernels (its speed-up is gone),
-    or when no file of this recipe within the size budget meets the bar."""
+    or when no file of this recipe within the size budget meets the bar.
+    alternatives: recipes fitted beside this one, the smallest file that meets the bar kept."""
 
     method: str
     per_channel: bool = True
@@ -22,6 +23,12 @@ class Recipe:
     why: str = ""
     fallback: "Recipe | None" = None
     min_integer_share: float = 0.0
+    # other recipes for the same file kind, as fast as this one on its targets: each is fitted too and the smallest
+    # file that meets the bar is kept (the candidates' figures go into quantize_config.json)
+    alternatives: tuple = ()
+
+    def label(self) -> str:
+        return f"{self.method} ({'per channel' if self.per_channel else 'per tensor'})"
 
 
 DEFAULT_RECIPES = {

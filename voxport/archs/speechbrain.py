@@ -392,7 +392,9 @@ class SpeechBrainSpec(ArchSpec):
     recipes = {"q8": Recipe("dynamic-s8", per_channel=True, min_integer_share=0.6,
                             why="dynamic int8 MatMul (u8 x s8, int8 dot products): the fast file where it keeps the model's outputs",
                             fallback=Recipe("weight-only", per_channel=True, why="int8 weights, one scale per output channel, "
-                                            "float compute; runs everywhere fp32 runs, WebGPU included")),
+                                            "float compute; runs everywhere fp32 runs, WebGPU included",
+                                            alternatives=(Recipe("weight-only", per_channel=False, why="int8 weights, one scale "
+                                                                 "per tensor: the smaller file where it keeps fewer nodes float"),))),
                "int8": Recipe("weight-only", per_channel=True, why="int8 weights per output channel, float compute"),
                "uint8": Recipe("dynamic", per_channel=True, why="QUInt8 weights and activations, integer kernels (CPU, WASM)")}
 

@@ -594,32 +594,69 @@ def recipe_fitter(input_path: str, output: str, mode: str, cases: list, refs: li
 
 
 def fit_with_fallback(rec, fit_recipe, out: str, config_path: str | None, say) -> tuple:
-    """fit_recipe(rec) -> (QuantizeResult, FitResult); with a fallback recipe, its file instead when the first
-    recipe's file keeps too few integer products (integer_share) or fails; what was tried first and why it was
-    not kept go into the result's options and quantize_config.json ("instead_of")."""
+    """fit_recipe(rec) -> (QuantizeResult, FitResult). With a fallback recipe, its file instead when the first
+    recipe's file keeps too few integer products (integer_share: its speed-up is gone) or fails; what was tried first
+    and why it was not kept go into the result's options and quantize_config.json ("instead_of"). Where the recipe
+    kept has alternatives, each is fitted and the smallest file that meets the bar is kept ("candidates")."""
     from . import read_config, write_config
     from .common import integer_share
 
-    if rec.fallback is None:
-        return fit_recipe(rec)
-    try:
-        q, fr = fit_recipe(rec)
-    except FitError as e:
-        why = str(e)
-    else:
-        share = integer_share(out)
-        if share >= rec.min_integer_share:
-            return q, fr
-        how = describe_kept(fr.kept_float) if fr.kept_float else "every node quantized"
-        why = (f"kept its decisions with {how}, leaving {share:.0%} of the weights of its products in integer kernels "
-               f"(under {rec.min_integer_share:.0%}: too little speed-up left)")
-    say(f"{rec.method} {why}; making {rec.fallback.method} instead")
-    q, fr = fit_recipe(rec.fallback)
-    instead = {"method": rec.method, "why": why}
-    if config_path:
+    instead = None
+    if rec.fallback is not None:
+        try:
+            q, fr = fit_recipe(rec)
+        except FitError as e:
+            why = str(e)
+        else:
+            share = integer_share(out)
+            if share >= rec.min_integer_share:
+                return q, fr
+            how = describe_kept(fr.kept_float) if fr.kept_float else "every node quantized"
+            why = (f"kept its decisions with {how}, leaving {share:.0%} of the weights of its products in integer kernels "
+                   f"(under {rec.min_integer_share:.0%}: too little speed-up left)")
+        say(f"{rec.method} {why}; making {rec.fallback.method} instead")
+        instead = {"method": rec.method, "why": why}
+        rec = rec.fallback
+    q, fr = smallest_candidate(rec, fit_recipe, say)
+    extra = {**({"instead_of": instead} if instead else {}), **({"candidates": q.options["candidates"]} if "candidates" in q.options else {})}
+    if extra and config_path:
         name = os.path.basename(out)
-        write_config(config_path, name, {**read_config(config_path, name), "instead_of": instead})
-    return dataclasses.replace(q, options={**q.options, "instead_of": instead}), fr
+        write_config(config_path, name, {**read_config(config_path, name), **extra})
+    return (dataclasses.replace(q, options={**q.options, **extra}) if extra else q), fr
+
+
+def smallest_candidate(rec, fit_recipe, say) -> tuple:
+    """fit_recipe(rec), and where rec has alternatives each of them too: the smallest file that meets the bar is kept
+    (the first on a tie), made again when it was not the last one made (the search is deterministic). The options
+    of the result list every candidate's figures ("candidates")."""
+    if not rec.alternatives:
+        return fit_recipe(rec)
+    tried, best, last = [], None, None
+    for i, r in enumerate((rec,) + tuple(rec.alternatives)):
+        entry = {"method": r.method, "per_channel": r.per_channel, "why": r.why}
+        try:
+            q, fr = fit_recipe(r)
+        except FitError as e:
+            entry.update(kept=False, missed=str(e))
+            tried.append(entry)
+            last = None
+            continue
+        entry.update(size_bytes=q.size_bytes, max_abs_prob=round(float(fr.max_abs_prob), 6), metric=fr.metric,
+                     nodes_float=len(fr.kept_float))
+        tried.append(entry)
+        last = i
+        if best is None or q.size_bytes < best[0]:
+            best = (q.size_bytes, i, r)
+        say(f"{fr.mode} candidate {r.label()}: {q.size_bytes / 1e6:.2f} MB, {fr.metric} {fr.max_abs_prob:.3g}")
+    if best is None:
+        raise FitError(f"no recipe of this file kind meets its bar: " + "; ".join(f"{t['method']}: {t['missed']}" for t in tried))
+    _, i, r = best
+    for j, t in enumerate(tried):
+        t["kept"] = j == i
+    q, fr = fit_recipe(r) if last != i else (q, fr)
+    if last != i:
+        say(f"{fr.mode}: kept {r.label()}, the smallest file that meets the bar")
+    return dataclasses.replace(q, options={**q.options, "candidates": tried}), fr
 
 
 def calibration_cases(spec, loaded) -> list:

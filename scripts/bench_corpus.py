@@ -19,7 +19,7 @@ import soundfile as sf
 
 
 def make_corpus(folder: str, n: int, seed: int = 0) -> str:
-    from voxport.verify.suite import speech_like
+    from voxport.archs.suite import speech_like
 
     rng = np.random.default_rng(seed)
     rows = ["path,label"]

@@ -26,7 +26,7 @@ def main():
     from voxport.quantize import quantize
     from voxport.quantize.sensitivity import explain
     from voxport.verify.check import read_source, verify
-    from voxport.verify.suite import speech_like
+    from voxport.archs.suite import speech_like
 
     src = os.path.join(args.folder, "onnx", "model.onnx")
     loaded = load_source(read_source(args.folder)["source"], checkpoint=args.checkpoint, what=args.folder)

@@ -218,7 +218,7 @@ def held_out_accuracy(model) -> dict:
     """Accuracy on voxport's verification clips (never used above), whole clips and 0.75 s windows."""
     import torch
 
-    from voxport.verify.suite import windows
+    from voxport.archs.suite import windows
 
     whole = win = win_n = 0
     clips = speech_clips()

@@ -42,7 +42,7 @@ def main():
     from voxport.verify.audio import load_audio
     from voxport.verify.check import build_cases, compare
     from voxport.verify.runtimes import OnnxRuntimePython
-    from voxport.verify.suite import audio_cases
+    from voxport.archs.suite import audio_cases
 
     spec = get_arch(args.arch)
     rows = []

@@ -45,7 +45,7 @@ def ecapa_folder(tmp_path_factory, ecapa_ckpt):
 def write_wav(path, seconds=1.5, sr=44100, channels=2, f0=180):
     import soundfile as sf
 
-    from voxport.verify.suite import speech_like
+    from voxport.archs.suite import speech_like
 
     x = speech_like(int(seconds * sr), f0, seed=3, sr=sr)
     data = np.stack([x] * channels, 1) if channels > 1 else x

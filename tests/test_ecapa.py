@@ -17,7 +17,7 @@ from voxport.onnxutil import read_metadata
 from voxport.quantize import quantize
 from voxport.quantize.fit import quantize_to_tolerance
 from voxport.verify.check import verify
-from voxport.verify.suite import speech_like
+from voxport.archs.suite import speech_like
 from voxport.tolerances import PARITY
 
 from .conftest import save_ecapa_checkpoint

@@ -43,8 +43,8 @@ def seeded_ecapa_state_dict(shapes: dict, seed: int = 0) -> dict:
 
 
 def golden_inputs(spec: list) -> list:
-    """The fixture's input batches: voxport.verify.suite.speech_like rows (length, f0, seed)."""
-    from voxport.verify.suite import speech_like
+    """The fixture's input batches: voxport.archs.suite.speech_like rows (length, f0, seed)."""
+    from voxport.archs.suite import speech_like
 
     return [np.stack([speech_like(int(r["samples"]), float(r["f0"]), int(r["seed"])) for r in batch]) for batch in spec]
 

@@ -12,8 +12,8 @@ from voxport.archs.base import Case
 from voxport.export import export_model
 from voxport.onnxutil import read_metadata
 from voxport.quantize import quantize
-from voxport.quantize.fit import (FitError, _weight_nodes, calibration_cases, fit, shipped_weights,
-                                  SwitchRunner)
+from voxport.quantize.fit import FitError, SwitchRunner, calibration_cases, fit
+from voxport.quantize.shipped import shipped_weights, weight_nodes as _weight_nodes
 from voxport.quantize.common import read_source
 from voxport.results import Status
 from voxport.tolerances import PARITY, RUNTIME, Tolerance
@@ -180,6 +180,7 @@ def test_dynamic_search_keeps_activations_float_before_weights(tmp_path, exporte
     out = str(tmp_path / "model_uint8.onnx")
     make = lambda extra, search: quantize(src, out, mode="uint8", extra_float=extra, search=search, write_config_file=False)  # noqa: E731
     make([], None)
+    plain = onnx.load(out)  # the fully quantized file
     full = compare("p", "uint8", "python", cases, refs, OnnxRuntimePython().run_cases(out, cases), PARITY["ecapa"]["uint8"]).max_abs_prob
     target = Tolerance(max_abs_prob=full / 4, min_agreement=1.0, why="test")
     r, f = fit(src, out, "uint8", make, cases, refs, target, size_budget=3.0)
@@ -201,12 +202,27 @@ def test_dynamic_search_keeps_activations_float_before_weights(tmp_path, exporte
         cast = producer[node.input[1]]  # its weight is restored from a smaller type at session creation
         if tier == "float weights":
             assert cast.op_type == "Cast" and inits[cast.input[0]].data_type == onnx.TensorProto.FLOAT16
-        else:
-            stored = producer[cast.input[0]] if cast.op_type == "Mul" else cast
-            assert inits[stored.input[0]].data_type == onnx.TensorProto.INT8
+        else:  # the 8-bit values the fully quantized file ships for the integer kernel: what the search measured
+            while cast.op_type in ("Mul", "Sub"):
+                cast = producer[cast.input[0]]
+            assert cast.op_type == "Cast" and inits[cast.input[0]].data_type == onnx.TensorProto.UINT8
+            want = shipped_weights(plain, [(node, node.input[1])])[node.input[1]]
+            sess = ort_session_of(out, node.input[1])
+            np.testing.assert_allclose(sess, want, rtol=1e-6, atol=1e-7)
     assert any(n.op_type == "ConvInteger" for n in q.graph.node)  # the rest stays integer
     meta = json.loads(read_metadata(q)["voxport.quantization"])
     assert "float16" in meta["search"]["kept_weights"]
+
+
+def ort_session_of(path, name):
+    """The value a graph tensor has at run time (a restored weight), read back through onnxruntime."""
+    import onnxruntime as ort
+
+    m = onnx.load(path)
+    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    return sess.run([name], {inp.name: np.zeros((1, 16000), np.float32)})[0]
 
 
 def test_bias_correction_moves_biases_by_the_mean_shift(tmp_path, exported):

@@ -149,7 +149,8 @@ def test_switch_runner_on_side_files_gives_the_outputs_of_the_single_file(tmp_pa
 
     from voxport.quantize import quantize
     from voxport.quantize.common import read_source
-    from voxport.quantize.fit import SwitchRunner, _weight_nodes, shipped_biases, shipped_weights
+    from voxport.quantize.fit import SwitchRunner, shipped_biases
+    from voxport.quantize.shipped import shipped_weights, weight_nodes as _weight_nodes
     from voxport.verify.check import build_cases
     from voxport.verify.runtimes import OnnxRuntimePython
 

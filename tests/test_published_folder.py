@@ -172,7 +172,7 @@ def test_failed_second_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
 
 
 def test_interrupted_replacement_is_undone_on_the_next_run(tmp_path):
-    from voxport.package import check_output_dir, recover_interrupted
+    from voxport.files import check_output_dir, recover_interrupted
 
     dest = str(tmp_path / "out")
     _folder(dest + ".old-voxport", "old")  # killed between the two renames: neither name holds the new folder

@@ -11,7 +11,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from voxport.cli import main
-from voxport.verify.suite import speech_like
+from voxport.archs.suite import speech_like
 
 SR = 16000
 

@@ -18,7 +18,7 @@ from voxport.errors import CheckpointError  # noqa: E402
 from voxport.export import export_model  # noqa: E402
 from voxport.verify.check import cosine_rows, pairwise_scores  # noqa: E402
 from voxport.verify.speech import speech_clips  # noqa: E402
-from voxport.verify.suite import speech_like  # noqa: E402
+from voxport.archs.suite import speech_like  # noqa: E402
 
 from .test_cli import assert_one_line_error  # noqa: E402
 

@@ -16,7 +16,7 @@ from voxport.build import build
 from voxport.export import export_model
 from voxport.tolerances import parity
 from voxport.verify.check import compare_embeddings
-from voxport.verify.suite import speech_like
+from voxport.archs.suite import speech_like
 
 # (model type, task, feature-encoder norm)
 COMBOS = [("wav2vec2", "xvector", "layer"), ("wavlm", "xvector", "group"), ("wavlm", "frames", "layer"),

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import VoxportError
 from .onnxutil import file_size
 from .results import BenchResult, BenchRow
-from .verify.suite import speech_like
+from .archs.suite import speech_like
 
 FP32_NAME = "model.onnx"
 
@@ -290,7 +290,7 @@ def bench(folder: str | None = None, seconds=(0.75, 3.0), threads: int = 2, runs
 
 def _bench_js(folder, files, spec, loaded, runtime, audio, seconds, runs, threads) -> list:
     """Median latency of each file in Transformers.js: the same window `runs` times after one warm-up."""
-    from .package import DTYPE_FILES
+    from .files import DTYPE_FILES
     from .verify.runtimes import get_runtime
 
     rt = get_runtime(runtime)

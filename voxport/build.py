@@ -13,7 +13,8 @@ import time
 from .errors import VoxportError
 from .export import export_model
 from .onnxutil import embed_external, file_size, give_back_memory
-from .package import DTYPE_FILES, make_parents, publish, remove_empty, write_folder
+from .files import DTYPE_FILES, make_parents, publish, remove_empty
+from .package import write_folder
 from .quantize import Skipped, quantize
 from .quantize.fit import SEARCH_MODES, calibration_cases, fit_target, fit_with_fallback, recipe_fitter
 from .results import BuildResult
@@ -67,7 +68,7 @@ def release_model(spec, loaded, cases: list, refs: list) -> None:
 def record_build(folder: str, wall_s: float) -> dict:
     """Add what the build cost (wall time, peak RSS, the CPU) to the folder's voxport.json."""
     from .bench import cpu_info
-    from .package import SOURCE_FILE, write_json
+    from .files import SOURCE_FILE, write_json
 
     cpu = cpu_info()
     rec = {"wall_s": round(wall_s, 2), "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -38,13 +38,13 @@ def _progress(msg: str) -> None:
 
 def _json(data) -> str:
     """Strict JSON (NaN and infinities as null): every --json output parses anywhere."""
-    from .package import json_safe
+    from .files import json_safe
 
     return json.dumps(json_safe(data), indent=2, allow_nan=False)
 
 
 def _json_safe(data):
-    from .package import json_safe
+    from .files import json_safe
 
     return json_safe(data)
 
@@ -211,7 +211,7 @@ def export_cmd(arch, checkpoint, random_init, seed, opset, output, force, as_jso
 
     from .archs import get_arch
     from .archs.source import check_checkpoint
-    from .package import check_output_location
+    from .files import check_output_location
 
     _check_source(checkpoint, random_init)
     if checkpoint:
@@ -263,7 +263,7 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
     if output is None and not (explain and target_delta is None):
         raise VoxportError("pass --output OUT.onnx (or --explain alone to only rank the nodes)")
     if output:
-        from .package import check_output_location
+        from .files import check_output_location
 
         if os.path.isdir(output):
             raise VoxportError(f"{output} is a folder; pass an .onnx file path to --output")
@@ -338,7 +338,7 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_cmd(target, arch, checkpoint, random_init, seed, audio, runtime, as_json):
     """Check a built FOLDER (or ONNX files) against PyTorch. Exit 1 when a file fails."""
-    from .package import recover_interrupted
+    from .files import recover_interrupted
     from .validate import check_audio_files
     from .verify.check import folder_files, read_source, verify, verify_folder
 
@@ -461,7 +461,7 @@ def bench_cmd(target, threads, runs, warmup, seconds, against, runtime, checkpoi
     from .bench import against_files, bench, quiet_thread_pools
 
     quiet_thread_pools()  # before anything imports torch
-    from .package import recover_interrupted
+    from .files import recover_interrupted
     from .verify.check import folder_files
 
     try:

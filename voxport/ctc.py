@@ -72,3 +72,15 @@ class CtcVocab:
         if cur:
             words.append(tuple(cur))
         return words
+
+
+def cer(refs: list, hyps: list) -> float:
+    """Character error rate over all pairs: edit distance (jiwer) / reference characters; an empty reference
+    counts its hypothesis' characters as insertions."""
+    import jiwer
+
+    total = sum(len(r) for r in refs)
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+    edits = float(jiwer.cer([r for r, _ in pairs], [h for _, h in pairs])) * sum(len(r) for r, _ in pairs) if pairs else 0.0
+    edits += sum(len(h) for r, h in zip(refs, hyps) if not r)
+    return edits / total if total else float(edits > 0)

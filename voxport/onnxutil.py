@@ -179,7 +179,7 @@ def file_size(path: str) -> int:
 @contextlib.contextmanager
 def atomic_path(final: str):
     """Yield a temporary path beside `final`; move it (and an `_data` side file) into place on success."""
-    from .package import make_parents, remove_empty
+    from .files import make_parents, remove_empty
 
     d = os.path.dirname(os.path.abspath(final))
     created = make_parents(final)  # removed again when nothing is written

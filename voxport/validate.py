@@ -13,7 +13,7 @@ def check_build_inputs(arch: str, output_dir: str, force: bool = False, checkpoi
     """Architecture, source, options, runtimes, output location and audio files; returns the arch spec."""
     from .archs import get_arch
     from .archs.source import check_checkpoint
-    from .package import check_output_dir
+    from .files import check_output_dir
     from .quantize import MODES, Q8_METHODS
     from .verify.runtimes import get_runtime
 

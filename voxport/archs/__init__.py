@@ -5,6 +5,7 @@ from ..errors import VoxportError
 from .base import ArchSpec, Case, Loaded, Tolerance
 
 _REGISTRY: dict = {}
+_LOADED = False
 
 
 def register(cls):
@@ -26,7 +27,16 @@ def arch_names() -> list:
 
 
 def _load_all():
-    from . import ecapa, speechbrain, wav2vec2  # noqa: F401
+    """Every module of this package: an architecture module registers itself on import, so adding one is adding a file."""
+    import importlib
+    import pkgutil
+
+    global _LOADED
+    if _LOADED:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    _LOADED = True
 
 
 __all__ = ["ArchSpec", "Case", "Loaded", "Tolerance", "register", "get_arch", "arch_names"]

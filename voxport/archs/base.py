@@ -9,6 +9,9 @@ import numpy as np
 from ..tolerances import Tolerance, parity
 
 
+SKIP = "skip"  # a recipe method: this architecture makes no file of the mode (its why says what was measured)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one file kind is made: the method, weight scales per channel or per tensor, bias correction, and why.

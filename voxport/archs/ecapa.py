@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import register
-from ..quantize import SKIP
+from .base import SKIP
 from .base import ArchSpec, Loaded, Recipe
 from .dsp import dft_basis
 from .source import card_license, checkpoint_record, read_license, recorded_folder, resolve_checkpoint
@@ -331,7 +331,7 @@ class ECAPASpec(ArchSpec):
         return {"front_end": json.dumps(FRONT_END), "labels": json.dumps(LABELS), "min_samples": str(MIN_SAMPLES)}
 
     def cases(self, loaded):
-        from ..verify.suite import ecapa_cases
+        from .suite import ecapa_cases
 
         return ecapa_cases(MIN_SAMPLES)
 
@@ -430,7 +430,7 @@ def calibrate(model, seed: int, batches: int = 4) -> None:
     to tell low-pitched (male) from high-pitched (female) voices. Random heads hide quantization error."""
     import torch
 
-    from ..verify.suite import speech_like
+    from .suite import speech_like
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     for m in bns:

@@ -286,7 +286,7 @@ def make_folder(folder: str, channels=(32, 32, 32, 32, 96), kernel_sizes=(5, 3, 
     import torch
     from hyperpyyaml import load_hyperpyyaml
 
-    from ..verify.suite import speech_like
+    from .suite import speech_like
 
     labels = list(labels or [f"id1000{i}" for i in range(5)])
     os.makedirs(folder, exist_ok=True)
@@ -556,7 +556,7 @@ class SpeechBrainSpec(ArchSpec):
 
     # verify
     def cases(self, loaded):
-        from ..verify.suite import ecapa_cases, speech_like
+        from .suite import ecapa_cases, speech_like
 
         n_min = self.min_samples(loaded)
         cases = ecapa_cases(n_min)

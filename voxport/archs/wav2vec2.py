@@ -390,7 +390,7 @@ class Wav2Vec2Spec(ArchSpec):
         return x.astype(np.float32)
 
     def cases(self, loaded):
-        from ..verify.suite import speech_like
+        from .suite import speech_like
 
         prep = lambda x: self.prepare(loaded, x)  # noqa: E731
         n_min = self.min_samples(loaded)
@@ -449,7 +449,7 @@ class Wav2Vec2Spec(ArchSpec):
                     pairs.append((self.transcribe(loaded, r[valid]), self.transcribe(loaded, o[valid])))
             same = sum(a == b for a, b in pairs)
             extra["transcripts_equal"] = f"{same}/{len(pairs)}"
-            from ..evaluate.metrics import cer
+            from ..ctc import cer
 
             extra["cer"] = round(cer([a for a, _ in pairs], [b for _, b in pairs]), 4)
             if kind == "fp32" and same != len(pairs):
@@ -465,7 +465,7 @@ class Wav2Vec2Spec(ArchSpec):
         """Group-norm checkpoints: max |dlogit| between a clip alone and the same clip zero-padded by 60%, in PyTorch."""
         import torch
 
-        from ..verify.suite import speech_like
+        from .suite import speech_like
 
         if "padding_drift" not in loaded.extra:
             x = self.prepare(loaded, speech_like(16000, 150, 11))

@@ -11,7 +11,7 @@ from ..errors import VoxportError
 from ..infer.folder import ModelFolder
 from ..infer.predict import Options
 from ..infer.run import plain
-from ..package import DTYPE_FILES
+from ..files import DTYPE_FILES
 from . import metrics
 from .engine import PYTORCH
 

@@ -6,6 +6,8 @@ import unicodedata
 
 import numpy as np
 
+from ..ctc import cer  # noqa: F401  (the one CER, with the decoder)
+
 
 def classification(y_true: list, y_pred: list, conf: list, classes: list) -> dict:
     """accuracy, F1-macro (over the classes that occur in y_true or y_pred, as scikit-learn averages),
@@ -41,18 +43,6 @@ def normalize_text(text: str) -> str:
     """Lower case, punctuation other than apostrophes removed, spaces collapsed (NFC)."""
     text = unicodedata.normalize("NFC", text).lower()
     return " ".join(_KEEP.sub(" ", text).replace("_", " ").split())
-
-
-def cer(refs: list, hyps: list) -> float:
-    """Character error rate over all pairs: edit distance (jiwer) / reference characters; an empty reference
-    counts its hypothesis' characters as insertions."""
-    import jiwer
-
-    total = sum(len(r) for r in refs)
-    pairs = [(r, h) for r, h in zip(refs, hyps) if r]
-    edits = float(jiwer.cer([r for r, _ in pairs], [h for _, h in pairs])) * sum(len(r) for r, _ in pairs) if pairs else 0.0
-    edits += sum(len(h) for r, h in zip(refs, hyps) if not r)
-    return edits / total if total else float(edits > 0)
 
 
 def ctc(refs: list, hyps: list) -> dict:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..errors import VoxportError
-from ..package import DTYPE_FILES, SOURCE_FILE
+from ..files import DTYPE_FILES, SOURCE_FILE
 
 
 class FolderError(VoxportError):

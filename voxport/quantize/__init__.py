@@ -6,6 +6,7 @@ import functools
 import json
 import os
 
+from ..archs.base import SKIP
 from ..errors import QuantizeError
 from .common import Skipped
 from .dynamic import quantize_dynamic_8bit
@@ -25,7 +26,6 @@ METHODS = {
     ("q4", "MatMulNBits"): functools.partial(quantize_q4, mode="q4"),
     ("q4f16", "MatMulNBits"): functools.partial(quantize_q4, mode="q4f16", fp16=True),
 }
-SKIP = "skip"  # a recipe method: this architecture makes no file of the mode
 MODES = sorted({m for m, _ in METHODS}, key=["q8", "fp16", "int8", "uint8", "q4", "q4f16"].index)
 Q8_METHODS = sorted(m for mode, m in METHODS if mode == "q8")
 EIGHT_BIT_METHODS = sorted({m for mode, m in METHODS if mode in ("q8", "int8", "uint8")})

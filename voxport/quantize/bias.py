@@ -139,3 +139,22 @@ def correct(model, fp32_path: str, nodes: list, dequantized: dict, calibration: 
         target[bias].CopyFrom(numpy_helper.from_array((b - shift).astype(np.float32), bias))
         done += 1
     return done
+
+
+def correct_biases(model, input_path: str, keep: list, calibration: list | None, options: dict, base_dir: str = "") -> None:
+    """Bias correction (see bias.py) on a quantized model in memory, recorded in options."""
+    if not calibration:
+        return
+    from .common import over_2gb
+
+    if over_2gb(input_path):
+        options["bias_correction"] = "not applied: the float model is stored with external data (over 2 GB)"
+        return
+    import onnx
+
+    from .shipped import shipped_weights, weight_nodes
+
+    nodes = weight_nodes(onnx.load(input_path, load_external_data=False), set(keep))
+    moved = correct(model, input_path, nodes, shipped_weights(model, nodes, base_dir), calibration, base_dir)
+    options["bias_correction"] = {"layers": moved, "calibration_cases": len(calibration),
+                                  "why": "subtracts the mean output shift of each rounded layer (dW @ E[x]); no bytes"}

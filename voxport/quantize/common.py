@@ -47,10 +47,12 @@ def over_2gb(path: str) -> bool:
 
 
 def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dict, keep: list, t0: float,
-           infer: bool = True, search: dict | None = None, base_dir: str = "") -> QuantizeResult:
+           infer: bool = True, search: dict | None = None, base_dir: str = "", shipped_rule=None) -> QuantizeResult:
     """Fresh shape annotations, the source's metadata plus the options (and what the keep-float search kept, why),
     checker, save. The model's weights may lie in the source's side file (under base_dir): they are copied out one
-    at a time, and everything after works on the graph without them."""
+    at a time, and everything after works on the graph without them. shipped_rule(node, weight) -> (8-bit values,
+    scale, zero point), broadcastable: how the method quantizes a weight for its integer kernel; the nodes the search
+    kept with float activations then hold exactly those values (what the search measured), else symmetric int8."""
     import onnx
 
     if search:
@@ -61,9 +63,11 @@ def finish(model, tmp: str, input_path: str, meta: dict, mode: str, options: dic
             names = lambda tier: {k["node"] + s for k in kept if k.get("kept", FLOAT_WEIGHTS) == tier for s in ("", "_MatMul")}  # noqa: E731
             half = store_half(model, names(FLOAT_WEIGHTS), base_dir)
             act = names(FLOAT_ACTIVATIONS)
-            int8 = store_int8(model, lambda node: node.name in act, bool(options.get("per_channel", True)), base_dir) if act else 0
+            int8 = store_int8(model, lambda node: node.name in act, bool(options.get("per_channel", True)), base_dir,
+                              quantizer=shipped_rule) if act else 0
             options["search"] = {**search, "kept_weights": f"{FLOAT_WEIGHTS}: float16, restored to float32 at session creation "
-                                                           f"({half} weights); {FLOAT_ACTIVATIONS}: int8 weights ({int8} nodes) "
+                                                           f"({half} weights); {FLOAT_ACTIVATIONS}: 8-bit weights ({int8} nodes"
+                                                           f"{', the values the integer kernel would take' if shipped_rule else ''}) "
                                                            f"with float inputs and compute"}
     if os.path.exists(tmp + "_data"):
         os.remove(tmp + "_data")
@@ -106,10 +110,12 @@ def _uses(model) -> dict:
     return {name: len(u) for name, u in tensor_users(model).items()}
 
 
-def store_int8(model, select, per_channel: bool, base_dir: str = "") -> int:
+def store_int8(model, select, per_channel: bool, base_dir: str = "", quantizer=None) -> int:
     """Weight-only int8 for the Conv / MatMul / Gemm nodes `select(node)` accepts: symmetric int8 weights and
     their scales (per output channel or per tensor), restored by Cast + Mul, constants that onnxruntime folds at
-    session creation. Weights in a side file are read from it (under base_dir). Returns how many weights it quantized."""
+    session creation. quantizer(node, weight) -> (8-bit values, scale, zero point), broadcastable against the weight:
+    those instead (any size; restored by Cast, Sub, Mul). Weights in a side file are read from it (under base_dir).
+    Returns how many weights it quantized."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -120,7 +126,17 @@ def store_int8(model, select, per_channel: bool, base_dir: str = "") -> int:
         if node.op_type in ("Conv", "MatMul", "Gemm") and len(node.input) > 1 and select(node):
             wname = node.input[1]
             w = inits.get(wname)
-            if w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT and np.prod(w.dims) >= MIN_ELEMENTS:
+            if quantizer is not None and w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT:
+                q, scale, zp = quantizer(node, tensor_array(w, base_dir))
+                model.graph.initializer.remove(w)
+                model.graph.initializer.extend([numpy_helper.from_array(q, wname + "_int8"),
+                                                numpy_helper.from_array(np.asarray(scale, np.float32), wname + "_scale"),
+                                                numpy_helper.from_array(np.asarray(zp, np.float32), wname + "_zero_point")])
+                new.append(helper.make_node("Cast", [wname + "_int8"], [wname + "_cast"], name=wname + "_cast", to=onnx.TensorProto.FLOAT))
+                new.append(helper.make_node("Sub", [wname + "_cast", wname + "_zero_point"], [wname + "_centred"], name=wname + "_centre"))
+                new.append(helper.make_node("Mul", [wname + "_centred", wname + "_scale"], [wname], name=wname + "_dequantize"))
+                done += 1
+            elif w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT and np.prod(w.dims) >= MIN_ELEMENTS:
                 arr = tensor_array(w, base_dir)
                 axis = channel_axis(node, w.dims)
                 shape = [1] * arr.ndim
@@ -195,21 +211,3 @@ def integer_share(path: str) -> float:
 
 def initializer_map(model) -> dict:
     return {i.name: i for i in model.graph.initializer}
-
-
-def correct_biases(model, input_path: str, keep: list, calibration: list | None, options: dict, base_dir: str = "") -> None:
-    """Bias correction (see bias.py) on a quantized model in memory, recorded in options."""
-    if not calibration:
-        return
-    if over_2gb(input_path):
-        options["bias_correction"] = "not applied: the float model is stored with external data (over 2 GB)"
-        return
-    import onnx
-
-    from .bias import correct
-    from .fit import _weight_nodes, shipped_weights
-
-    nodes = _weight_nodes(onnx.load(input_path, load_external_data=False), set(keep))
-    moved = correct(model, input_path, nodes, shipped_weights(model, nodes, base_dir), calibration, base_dir)
-    options["bias_correction"] = {"layers": moved, "calibration_cases": len(calibration),
-                                  "why": "subtracts the mean output shift of each rounded layer (dW @ E[x]); no bytes"}

@@ -4,12 +4,14 @@ Integer kernels run on onnxruntime's CPU and onnxruntime-web's WASM; under WebGP
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 
 from ..errors import QuantizeError
 from ..onnxutil import atomic_path
-from .common import correct_biases, finish, read_source, store_int8
+from .bias import correct_biases
+from .common import finish, read_source, store_int8
 from .integer import quantize_products
 
 # Why each choice:
@@ -25,6 +27,26 @@ from .integer import quantize_products
 # - the graph is onnxruntime's quantize_dynamic's, written by integer.py one weight at a time: onnxruntime's
 #   quantizer held three copies of the float model (3.9 GB for XLS-R-300M, 11.7 GB for XLS-R-1B).
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
+
+
+def _shipped_rule(node, w, weight_type: str, per_channel: bool, reduce_range: bool) -> tuple:
+    """A weight as quantize_products ships it for the node's integer kernel (Conv: one scale per tensor; MatMul: per
+    output column when per_channel; a transB Gemm's weight per row), broadcastable against the weight."""
+    import numpy as np
+
+    from .integer import quantize_weight
+
+    axis = None
+    if per_channel and node.op_type == "MatMul":
+        axis = w.ndim - 1
+    elif per_channel and node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        axis = 0 if trans_b else 1
+    q, scale, zp = quantize_weight(w, weight_type, reduce_range, axis)
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    return q, np.asarray(scale, np.float32).reshape(shape), np.asarray(zp, np.float32).reshape(shape)
 
 
 def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None,
@@ -62,5 +84,7 @@ def quantize_dynamic_8bit(input_path: str, output: str, per_channel: bool = True
             options["weight_only"] = {"op_types": rest, "nodes": store_int8(
                 model, lambda n: n.op_type in rest and n.name not in kept, per_channel, base)}
         correct_biases(model, input_path, keep, calibration, options, base)
-        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search, base_dir=base)
+        result = finish(model, tmp, input_path, meta, mode, options, keep, t0, search=search, base_dir=base,
+                        shipped_rule=functools.partial(_shipped_rule, weight_type=weight_type, per_channel=per_channel,
+                                                       reduce_range=reduce_range))
     return result

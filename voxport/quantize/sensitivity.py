@@ -120,7 +120,8 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
         import onnx
 
         from ..onnxutil import load_light
-        from .fit import SwitchRunner, integer_nodes, shipped_name
+        from .fit import SwitchRunner
+        from .shipped import integer_nodes, shipped_name
 
         quantize(path, out, mode=mode, method=method, extra_float=[], replace_float=True, write_config_file=False)
         src = onnx.load(path, load_external_data=False)

@@ -13,7 +13,8 @@ import os
 import time
 
 from ..onnxutil import atomic_path
-from .common import correct_biases, finish, read_source, store_int8
+from .bias import correct_biases
+from .common import finish, read_source, store_int8
 
 
 def quantize_weight_only(input_path: str, output: str, per_channel: bool = True, extra_float=(), replace_float=False, search=None, calibration=None, mode: str = "q8"):

@@ -9,12 +9,12 @@ import numpy as np
 
 from ..archs import Loaded, get_arch
 from ..errors import PackageError, VoxportError
-from ..package import DTYPE_FILES, SOURCE_FILE, file_kind
+from ..files import DTYPE_FILES, SOURCE_FILE, file_kind
 from ..results import FileReport, Status, VerifyReport
 from ..archs.base import Case
 from .audio import load_audio
 from .runtimes import get_runtime
-from .suite import audio_cases
+from ..archs.suite import audio_cases
 from ..tolerances import runtime as runtime_tolerance
 
 
@@ -342,7 +342,7 @@ def verify_js(folder: str, files: dict, loaded: Loaded, runtime: str, audio: lis
             if numeric == "dynamic":
                 # integer kernels may round an activation the other way: on frames whose top two tokens are within
                 # twice the runtime's bar that can change the token, so the frames are judged, not the text
-                from ..evaluate.metrics import cer
+                from ..ctc import cer
 
                 extra["cer_vs_onnxruntime_python"] = round(float(cer(want_ort, texts)), 4)
                 if not frames["max_dp"] <= js_tol:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..archs.base import Case
+from .base import Case
 
 SR = 16000
 

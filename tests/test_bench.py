@@ -157,6 +157,7 @@ def test_build_records_wall_time_and_peak_rss(ecapa_folder):
     assert np.isfinite(rec["wall_s"])
 
 
+@pytest.mark.js
 def test_bench_transformers_js_rows_beside_the_interleaved_ones(ecapa_folder, ecapa_ckpt):
     """Node rows are timed in their own process; their x fp32 is against Node's own fp32."""
     from voxport.errors import VoxportError

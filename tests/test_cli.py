@@ -35,6 +35,7 @@ def full_build(tmp_path_factory):
     return out, r.output
 
 
+@pytest.mark.slow
 def test_full_build_folder(full_build):
     out, output = full_build
     assert "verify: passed" in output
@@ -61,6 +62,7 @@ def test_full_build_folder(full_build):
     assert src == {"arch": "ecapa", "checkpoint": None, "random_init": True, "seed": 0, "C": 1024}
 
 
+@pytest.mark.slow
 def test_full_verify_and_bench(full_build, tmp_path):
     out, _ = full_build
     r = run("verify", out, "--json", "--audio", write_wav(str(tmp_path / "clip.wav")))
@@ -85,6 +87,7 @@ def _judged(folder):
     return rec["cases"], rec["status"]
 
 
+@pytest.mark.slow
 def test_one_verdict_with_or_without_espeak(full_build, tmp_path, ecapa_ckpt, monkeypatch):
     """The speech clips ship with voxport: a folder built where espeak-ng is not on PATH is verified where it is on PATH
     on the same cases with the same verdict, and the other way round (the README's own folder, judged without it)."""
@@ -112,6 +115,7 @@ def test_one_verdict_with_or_without_espeak(full_build, tmp_path, ecapa_ckpt, mo
     assert "suite " in (small / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused(full_build):
     out, _ = full_build
     before = os.path.getmtime(out / "onnx" / "model.onnx")

@@ -28,6 +28,11 @@ def test_every_tolerance_says_why():
             assert tol.max_abs_logit is not None or tol.max_abs_prob is not None or getattr(tol, "min_cosine", None) is not None
     for key, (value, why) in RUNTIME.items():
         assert value > 0 and why, key
+    from voxport.errors import VoxportError
+    from voxport.tolerances import parity
+
+    with pytest.raises(VoxportError, match="no tolerance for bnb4 files of ecapa"):
+        parity("ecapa", "bnb4")  # no fallback to another kind's bar
 
 
 def _logits(p1):

@@ -12,6 +12,8 @@ from voxport.build import build
 from voxport.cli import main
 from voxport.tolerances import runtime as runtime_tolerance
 
+pytestmark = pytest.mark.js  # Node and headless Chromium: `pytest -m "not js"` leaves them out
+
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -214,6 +214,7 @@ def test_build_cli_end_to_end(built):
     assert q["files"]["model_uint8.onnx"]["search"]["kept_float"]
 
 
+@pytest.mark.js
 def test_folder_in_transformers_js_node(built, folders, monkeypatch):
     import voxport.verify.speech as speech
     from voxport.verify.jsrun import run_outputs
@@ -290,6 +291,7 @@ def test_single_stages_and_a_drifting_file(tmp_path, folders, monkeypatch):
     assert status["bad.onnx"][0] == "failed" and "cosine" in status["bad.onnx"][1]
 
 
+@pytest.mark.js
 def test_folder_in_chromium(tmp_path, folders, monkeypatch):
     """AutoFeatureExtractor + AutoModel in headless Chromium (WASM): the language-ID folder's embeddings and scores
     against onnxruntime-python and SpeechBrain, from the build itself."""

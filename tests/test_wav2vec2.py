@@ -202,6 +202,7 @@ def test_tokenizer_json_decodes_greedy_frames_like_transformers(tmp_path):
 
 
 
+@pytest.mark.js
 def test_shipped_graph_holds_the_fusions_and_verifies(tmp_path):
     """SkipLayerNormalization and exact Gelu are written into the file (ops every Transformers.js runtime runs; no
     BiasGelu, no FastGelu, no Attention), the Linears stay MatMul + Add (quantized to MatMulInteger in q8), and both

@@ -113,6 +113,7 @@ def test_frames_are_compared_frame_by_frame(ckpts):
     assert figures["min_cosine"] < -0.99 and "frame 7" in reasons[0]
 
 
+@pytest.mark.js
 def test_folder_in_transformers_js_node(tmp_path, ckpts, monkeypatch):
     """AutoFeatureExtractor + AutoModel in Node give onnxruntime-python's embeddings, and verify --runtime node checks
     them against PyTorch."""

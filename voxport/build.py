@@ -15,8 +15,8 @@ from .export import export_model
 from .onnxutil import embed_external, file_size, give_back_memory
 from .files import DTYPE_FILES, make_parents, publish, remove_empty
 from .package import write_folder
-from .quantize import Skipped, quantize
-from .quantize.fit import SEARCH_MODES, calibration_cases, fit_target, fit_with_fallback, recipe_fitter
+from .quantize import Skipped
+from .quantize.fit import calibration_cases, make_kind
 from .results import BuildResult
 from .tolerances import SIZE_BUDGET
 from .validate import check_audio_files, check_build_inputs
@@ -110,7 +110,6 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         say("computing PyTorch references")
         cases = build_cases(spec, loaded, audio)
         refs = references(spec, loaded, cases, say)
-        kinds = spec.output_kinds(loaded) if spec.multi_output(loaded) else None  # several outputs: each judged as verify does
         calibration = calibration_cases(spec, loaded)
         release = None
         if tuple(runtimes) == ("python",):  # the Transformers.js checks compute their own references later
@@ -124,29 +123,18 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         for mode in quantize_modes:
             say(f"quantizing ({mode})")
             out = os.path.join(onnx_dir, DTYPE_FILES[mode])
-
-            rec = spec.recipe(mode)
-            if mode == "q8" and q8_method:
-                rec = dataclasses.replace(rec, method=q8_method, fallback=None)
-
             try:
-                if mode not in SEARCH_MODES:
-                    qs.append(quantize(fp32, out, mode=mode, method=rec.method, per_channel=rec.per_channel, config_path=config_path,
-                                       calibration=calibration if rec.bias_correction else None))
-                    continue
-                bar = spec.tolerance(loaded, mode)
-                target = fit_target(bar)
-                if mode == "q8" and q8_target is not None:
-                    target = bar = dataclasses.replace(target, max_abs_prob=q8_target)
-                fit_recipe = recipe_fitter(fp32, out, mode, cases, refs, target, bar, kinds, calibration, size_budget, say,
-                                           config_path, measured=measured, search=search)
-                q, fr = fit_with_fallback(rec, fit_recipe, out, config_path, say)
-                qs.append(q)
-                fits[mode] = fr
-                say(fr.summary())
+                q, fr = make_kind(spec, loaded, fp32, out, mode, cases, refs, calibration,
+                                  method=q8_method if mode == "q8" else None, target=q8_target if mode == "q8" else None,
+                                  size_budget=size_budget, progress=say, config_path=config_path, measured=measured, search=search)
             except Skipped as e:
                 skipped[mode] = str(e)
                 say(str(e))
+                continue
+            qs.append(q)
+            if fr is not None:
+                fits[mode] = fr
+                say(fr.summary())
         give_back_memory()
         say("verifying against PyTorch")
         files = {name: os.path.join(onnx_dir, name) for name in DTYPE_FILES.values() if os.path.isfile(os.path.join(onnx_dir, name))}

@@ -98,8 +98,14 @@ for _kind, _tol in PARITY["wav2vec2"].items():
 
 
 def parity(profile: str, kind: str) -> Tolerance:
-    table = PARITY[profile]
-    return table.get(kind) or table["q8"]
+    """The bar of one file kind of one profile; a kind without a measured row is an error, never another kind's bar."""
+    table = PARITY.get(profile)
+    if table is None or kind not in table:
+        from .errors import VoxportError
+
+        raise VoxportError(f"no tolerance for {kind} files of {profile}: add a measured row to voxport.tolerances.PARITY"
+                           if table is not None else f"no tolerance profile '{profile}' in voxport.tolerances.PARITY")
+    return table[kind]
 
 
 # Transformers.js vs onnxruntime-python on the same file, max |dp|: (tolerance, measured).

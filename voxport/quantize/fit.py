@@ -493,21 +493,35 @@ def quantize_to_tolerance(input_path: str, output: str, mode: str = "q8", method
     spec = get_arch(loaded.arch)
     cases = build_cases(spec, loaded, audio)
     refs = [spec.reference(loaded, c) for c in cases]
-    kinds = spec.output_kinds(loaded) if spec.multi_output(loaded) else None  # several outputs: each judged as verify does
+    config = config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json")
+    return make_kind(spec, loaded, input_path, output, mode, cases, refs, calibration_cases(spec, loaded), method=method,
+                     per_channel=per_channel, target=target, size_budget=size_budget, progress=progress, config_path=config)
+
+
+def make_kind(spec, loaded, fp32_path: str, output: str, mode: str, cases: list, refs: list, calibration: list,
+              method: str | None = None, per_channel: bool | None = None, target: float | None = None,
+              size_budget: float = SIZE_BUDGET, progress=None, config_path: str | None = None, measured: dict | None = None,
+              search: bool = True) -> tuple:
+    """One file kind, the one way build and `voxport quantize` make it: the architecture's recipe (method overrides
+    it, and then no fallback or alternative is tried; per_channel overrides its scales), fitted to the kind's bar
+    with the search's margin (target: a stricter max |dp|) where the search can trade 8-bit weights back to float,
+    else written as the recipe says. Returns (QuantizeResult, FitResult or None)."""
+    from . import quantize
+
+    rec = spec.recipe(mode)
+    if method is not None:
+        rec = dataclasses.replace(rec, method=method, fallback=None, alternatives=())
+    if mode not in SEARCH_MODES:
+        return quantize(fp32_path, output, mode=mode, method=rec.method, per_channel=rec.per_channel if per_channel is None else per_channel,
+                        config_path=config_path, calibration=calibration if rec.bias_correction else None), None
     bar = spec.tolerance(loaded, mode)
     tol = fit_target(bar)
     if target is not None:
         tol = bar = dataclasses.replace(tol, max_abs_prob=target)
-
-    rec = spec.recipe(mode)
-    if method is not None:
-        rec = dataclasses.replace(rec, method=method, fallback=None)
-    calibration = calibration_cases(spec, loaded)
-
-    config = config_path or os.path.join(os.path.dirname(os.path.abspath(output)), "quantize_config.json")
-    fit_recipe = recipe_fitter(input_path, output, mode, cases, refs, tol, bar, kinds, calibration, size_budget, progress, config,
-                               per_channel=per_channel)
-    return fit_with_fallback(rec, fit_recipe, output, config, progress or (lambda m: None))
+    kinds = spec.output_kinds(loaded) if spec.multi_output(loaded) else None  # several outputs: each judged as verify does
+    fitter = recipe_fitter(fp32_path, output, mode, cases, refs, tol, bar, kinds, calibration, size_budget, progress, config_path,
+                           per_channel=per_channel, measured=measured, search=search)
+    return fit_with_fallback(rec, fitter, output, config_path, progress or (lambda m: None))
 
 
 def recipe_fitter(input_path: str, output: str, mode: str, cases: list, refs: list, target: Tolerance, bar: Tolerance,

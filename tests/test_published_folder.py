@@ -139,7 +139,7 @@ def _folder(path, text):
 
 @pytest.mark.parametrize("swap", [True, False], ids=["exchange", "rename-aside"])
 def test_publish_replaces_atomically(tmp_path, monkeypatch, swap):
-    import voxport.package as pkg
+    import voxport.files as pkg
 
     if not swap:
         monkeypatch.setattr(pkg, "_exchange", lambda a, b: False)
@@ -153,7 +153,7 @@ def test_publish_replaces_atomically(tmp_path, monkeypatch, swap):
 
 
 def test_failed_second_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
-    import voxport.package as pkg
+    import voxport.files as pkg
 
     monkeypatch.setattr(pkg, "_exchange", lambda a, b: False)
     dest = _folder(tmp_path / "out", "old")

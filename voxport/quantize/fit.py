@@ -595,7 +595,7 @@ def smallest_candidate(rec, fit_recipe, say) -> tuple:
             last = None
             continue
         entry.update(size_bytes=q.size_bytes, max_abs_prob=round(float(fr.max_abs_prob), 6), metric=fr.metric,
-                     nodes_float=len(fr.kept_float))
+                     nodes_float=len(fr.kept_float), met=fr.met)
         tried.append(entry)
         last = i
         if best is None or q.size_bytes < best[0]:

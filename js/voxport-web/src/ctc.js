@@ -18,11 +18,7 @@ export function roundHalfEven(x) {
  * on the last, chunks no longer than their left stride skipped. stride_length_s defaults to chunk_length_s / 6.
  */
 export function chunkSpans(n, sr, align, chunk_length_s, stride_length_s = null) {
-  if (stride_length_s === null || stride_length_s === undefined) stride_length_s = chunk_length_s / 6;
-  const chunkLen = roundHalfEven((chunk_length_s * sr) / align) * align;
-  const side = roundHalfEven((stride_length_s * sr) / align) * align;
-  const step = chunkLen - 2 * side;
-  if (step <= 0) throw new Error("chunk_length_s must be longer than twice stride_length_s (after rounding to CTC frames)");
+  const { chunkLen, side, step } = chunkGeometry(sr, align, chunk_length_s, stride_length_s);
   const out = [];
   for (let start = 0; start < n; start += step) {
     const end = Math.min(start + chunkLen, n);
@@ -33,6 +29,24 @@ export function chunkSpans(n, sr, align, chunk_length_s, stride_length_s = null)
     if (isLast) break;
   }
   return out;
+}
+
+/** { chunkLen, side, step } in samples: chunk and stride rounded to whole CTC frames, as the pipeline rounds them. */
+export function chunkGeometry(sr, align, chunk_length_s, stride_length_s = null) {
+  if (stride_length_s === null || stride_length_s === undefined) stride_length_s = chunk_length_s / 6;
+  const chunkLen = roundHalfEven((chunk_length_s * sr) / align) * align;
+  const side = roundHalfEven((stride_length_s * sr) / align) * align;
+  const step = chunkLen - 2 * side;
+  if (step <= 0) throw new Error("chunk_length_s must be longer than twice stride_length_s (after rounding to CTC frames)");
+  return { chunkLen, side, step };
+}
+
+/** Fewest samples that give the wav2vec2 feature encoder (conv_kernel, conv_stride) two frames. */
+export function minSamples(kernels, strides) {
+  const frames = (n) => kernels.reduce((len, k, i) => (len < k ? 0 : Math.floor((len - k) / strides[i]) + 1), n);
+  let n = 1;
+  while (frames(n) < 2) n += 1;
+  return n;
 }
 
 /** The chunk's logit frames [a, b) outside its strides (transformers' rescale_stride). */

@@ -1,0 +1,152 @@
+"""voxport-web (js/voxport-web, an npm package on Transformers.js) in Node, on 60 s of speech, against the Python
+reference: long-form CTC and its word timestamps = `voxport run --chunk-length-s --stride-length-s --timestamps word`
+(itself = transformers' pipeline); a 16 kHz stream pushed in AudioWorklet-sized frames ends with the long-form
+result; rolling windows with EMA = `voxport run --window-s --hop-s --ema`; the speaker score = the cosine of the
+embeddings onnxruntime-python gives."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from voxport.cli import main
+from voxport.verify.jsrun import JS_DIR
+from voxport.verify.speech import speech_clips
+
+pytestmark = pytest.mark.js
+needs_node = pytest.mark.skipif(shutil.which("node") is None or not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@huggingface")),
+                                reason="Node.js and js/node_modules are needed (bash .ci/run installs them)")
+SR = 16000
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def speech_60s() -> np.ndarray:
+    """The shipped clips, end to end, three times: 60.3 s of male and female English and Portuguese speech."""
+    return np.concatenate([c.audio for c in speech_clips()] * 3).astype(np.float32)
+
+
+def write_audio(folder, name, x, sr=SR):
+    """The same samples as WAV (for voxport run) and raw float32 (for Node)."""
+    sf.write(folder / f"{name}.wav", x, sr, subtype="FLOAT")
+    np.asarray(x, "<f4").tofile(folder / f"{name}.f32")
+    return folder / f"{name}.wav", folder / f"{name}.f32"
+
+
+def pipelines(tmp_path, folder, runs, dtype="fp32"):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"folder": str(folder), "dtype": dtype, "threads": 2, "runs": runs}))
+    r = subprocess.run(["node", os.path.join(JS_DIR, "pipelines-node.mjs"), str(job)], cwd=JS_DIR, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout)["results"]
+
+
+@needs_node
+def test_the_package_own_tests():
+    r = subprocess.run(["node", "--test", "test/"], cwd=os.path.join(JS_DIR, "voxport-web"), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "# fail 0" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def ctc_folder(tmp_path_factory):
+    from voxport.archs.wav2vec2 import make_checkpoint
+    from voxport.build import build
+
+    from .test_run_evaluate import emit_unk
+
+    d = tmp_path_factory.mktemp("web-ctc")
+    ck = make_checkpoint(str(d / "ckpt"), "wav2vec2", "ctc", "layer", preset="tiny", seed=3)
+    emit_unk(ck)
+    out = d / "ctc-onnx"
+    build("wav2vec2", str(out), checkpoint=ck, quantize_modes=("q8",))
+    return out
+
+
+@needs_node
+def test_long_form_and_streaming_ctc_equal_the_reference(tmp_path, ctc_folder):
+    x = speech_60s()
+    wav, raw = write_audio(tmp_path, "speech", x)
+    chunked = {"chunk_length_s": 10, "stride_length_s": 2}
+    res = pipelines(tmp_path, ctc_folder, [
+        {"kind": "longform", "audio": str(raw), "options": {**chunked, "return_timestamps": "word"}},
+        {"kind": "longform", "audio": str(raw), "options": {"return_timestamps": "word"}},
+        {"kind": "stream", "audio": str(raw), "sr": SR, "frame": 128, "options": chunked},
+    ])
+    for got, args in ((res[0], ["--chunk-length-s", 10, "--stride-length-s", 2]), (res[1], [])):
+        r = cli("run", ctc_folder, wav, "--dtype", "fp32", "--timestamps", "word", "--json", *args)
+        assert r.exit_code == 0, r.output
+        want = json.loads(r.output)["results"][0]
+        assert len(want["text"]) > 1000 and want["text"].count("<unk>") > 10
+        assert got["text"] == want["text"], args
+        assert [c["text"] for c in got["chunks"]] == [c["text"] for c in want["chunks"]]
+        assert np.allclose([c["timestamp"] for c in got["chunks"]], [c["timestamp"] for c in want["chunks"]], atol=1e-9)
+    stream, long_form = res[2], res[0]
+    assert stream["text"] == long_form["text"] and stream["chunks"] == long_form["chunks"]
+    # final words arrive as the stream goes, in order, each once; partial hypotheses every second
+    sent = [w for f in stream["finals"] for w in f["words"]]
+    assert sent == long_form["chunks"]
+    first = stream["finals"][0]
+    assert 10.0 <= first["at_s"] <= 10.1 and len(stream["finals"]) >= 8  # the first chunk is final once the next begins
+    assert len(stream["partials"]) >= 55 and all(p["text"] for p in stream["partials"][2:])
+    # memory bounded by the chunk: the buffer never held the 60 s
+    assert stream["peak_buffer"] < 20 * SR
+
+
+@needs_node
+def test_stream_at_another_rate_is_resampled(tmp_path, ctc_folder):
+    """48 kHz microphone frames: resampled in the stream; the words keep their times (same count of seconds)."""
+    import soxr
+
+    x = speech_60s()[: 20 * SR]
+    hi = soxr.resample(x, SR, 48000, quality="HQ").astype(np.float32)
+    _, raw = write_audio(tmp_path, "hi", hi, 48000)
+    (got,) = pipelines(tmp_path, ctc_folder, [{"kind": "stream", "audio": str(raw), "sr": 48000, "frame": 480,
+                                               "options": {"chunk_length_s": 10, "stride_length_s": 2}}])
+    assert got["text"] and got["chunks"]
+    ends = [c["timestamp"][1] for c in got["chunks"]]
+    assert ends == sorted(ends) and 19.0 <= ends[-1] <= 20.01
+
+
+@needs_node
+def test_rolling_windows_equal_voxport_run(tmp_path, ecapa_folder):
+    x = speech_60s()
+    wav, raw = write_audio(tmp_path, "speech", x)
+    opts = {"window_s": 0.75, "hop_s": 0.15, "ema": 0.2}
+    (got,) = pipelines(tmp_path, ecapa_folder, [{"kind": "windows", "audio": str(raw), "options": opts}])
+    r = cli("run", ecapa_folder, wav, "--dtype", "fp32", "--window-s", 0.75, "--hop-s", 0.15, "--ema", 0.2, "--json")
+    assert r.exit_code == 0, r.output
+    want = json.loads(r.output)["results"][0]
+    assert len(got["windows"]) == len(want["windows"]) > 390
+    for a, b in zip(got["windows"], want["windows"]):
+        assert abs(a["start_s"] - b["start_s"]) < 1e-9 and a["label"] == b["label"]
+        for k in b["scores"]:
+            assert abs(a["scores"][k] - b["scores"][k]) < 1e-5 and abs(a["smoothed"][k] - b["smoothed"][k]) < 1e-5
+    assert [x["label"] for x in got["labels"]] == [x["label"] for x in want["labels"]]
+    assert abs(got["labels"][0]["score"] - want["labels"][0]["score"]) < 1e-5
+
+
+@needs_node
+def test_speaker_score_equals_onnxruntime(tmp_path, ecapa_ckpt):
+    import onnxruntime as ort
+
+    from voxport.build import build
+
+    out = tmp_path / "spk"
+    build("ecapa", str(out), checkpoint=ecapa_ckpt, load_options={"embeddings": True}, quantize_modes=("q8",))
+    clips = speech_clips()
+    _, a = write_audio(tmp_path, "a", clips[0].audio)
+    _, b = write_audio(tmp_path, "b", clips[1].audio)
+    (got,) = pipelines(tmp_path, out, [{"kind": "verify", "audio": str(a), "b": str(b)}], dtype="q8")
+    sess = ort.InferenceSession(str(out / "onnx" / "model_quantized.onnx"), providers=["CPUExecutionProvider"])
+    embs = [sess.run(["embeddings"], {"input_values": c.audio[None]})[0][0].astype(np.float64) for c in clips[:2]]
+    want = float(embs[0] @ embs[1] / np.linalg.norm(embs[0]) / np.linalg.norm(embs[1]))
+    assert abs(got["score"] - want) < 1e-5
+    assert np.allclose(got["embeddings"][0], embs[0], atol=1e-4)

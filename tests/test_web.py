@@ -150,3 +150,34 @@ def test_speaker_score_equals_onnxruntime(tmp_path, ecapa_ckpt):
     want = float(embs[0] @ embs[1] / np.linalg.norm(embs[0]) / np.linalg.norm(embs[1]))
     assert abs(got["score"] - want) < 1e-5
     assert np.allclose(got["embeddings"][0], embs[0], atol=1e-4)
+
+
+@needs_node
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is needed (bash .ci/run installs it)")
+def test_live_microphone_in_chromium(tmp_path, ctc_folder):
+    """The live path in headless Chromium: getUserMedia (the fake capture device plays 15 s of the shipped speech) ->
+    AudioWorklet -> StreamingCTC.push(frames, audioContext.sampleRate). Final words arrive while the audio plays, and
+    the stream's result equals LongFormCTC on exactly the samples it received."""
+    x = np.concatenate([c.audio for c in speech_clips()])[: 20 * SR]
+    sf.write(tmp_path / "mic.wav", x, SR, subtype="PCM_16")
+    job = tmp_path / "job" / "mic.json"
+    job.parent.mkdir()
+    job.write_text(json.dumps({"model": str(ctc_folder), "wav": str(tmp_path / "mic.wav"), "seconds": 15, "dtype": "fp32",
+                               "chunk_length_s": 5, "stride_length_s": 1, "threads": 2}))
+    r = subprocess.run(["node", os.path.join(JS_DIR, "mic-browser.mjs"), str(job), shutil.which("chromium")], cwd=JS_DIR,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    assert "error" not in got, got.get("error")
+    assert abs(got["captured_s"] - 15) < 0.05 and abs(got["received_s"] - 15) < 0.05
+    assert got["text"] == got["long_form"]["text"] and got["chunks"] == got["long_form"]["chunks"]
+    assert [w for f in got["finals"] for w in f["words"]] == got["chunks"]
+    # words became final as the audio played: within a second of the audio that made their chunk final
+    live = [f for f in got["finals"] if f["audio_s"] < 14.9]
+    assert len(live) >= 2 and all(f["wall_s"] - f["audio_s"] < 1.0 for f in live), got["finals"]
+    assert len(got["partials"]) >= 12
+    # the microphone carried the file: its loudness envelope (100 ms) follows the file's, at some small delay
+    env = np.array(got["envelope"])
+    ref = np.array([np.sqrt(np.mean(x[i * 1600:(i + 1) * 1600] ** 2)) for i in range(len(x) // 1600)])
+    best = max(np.corrcoef(env[: len(env) - 5], ref[lag: lag + len(env) - 5])[0, 1] for lag in range(0, 5))
+    assert best > 0.9, best

@@ -48,6 +48,8 @@ export interface StreamingOptions extends LoadOptions {
   stride_length_s?: number | null;
   /** A partial hypothesis every this many seconds of new audio (default 1). */
   partial_every_s?: number;
+  /** Keep every sample received (audio()), e.g. to check the stream against long-form on the same samples. */
+  keep_audio?: boolean;
 }
 
 export declare class StreamingCTC extends EventTarget {
@@ -56,6 +58,10 @@ export declare class StreamingCTC extends EventTarget {
   reset(options?: StreamingOptions): this;
   /** Frames of any length at any sample rate (resampled to the model's). */
   push(frames: Float32Array | number[], sampleRate?: number): Promise<void>;
+  /** Samples received so far, at the model's rate. */
+  readonly received: number;
+  /** Every sample received (needs keep_audio). */
+  audio(): Float32Array;
   /** The rest of the stream; the long-form result of everything pushed. */
   end(): Promise<Required<CtcResult>>;
   addEventListener(type: "partial", listener: (e: CustomEvent<{ text: string; final_text: string }>) => void): void;

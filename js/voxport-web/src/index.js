@@ -122,12 +122,13 @@ export class StreamingCTC extends EventTarget {
     return self;
   }
 
-  reset({ chunk_length_s = 10, stride_length_s = null, partial_every_s = 1.0 } = {}) {
+  reset({ chunk_length_s = 10, stride_length_s = null, partial_every_s = 1.0, keep_audio = false } = {}) {
     const sr = this.asr.sampling_rate;
     this.chunk_length_s = chunk_length_s;
     this.stride_length_s = stride_length_s ?? chunk_length_s / 6;
     Object.assign(this, chunkGeometry(sr, this.asr.align, chunk_length_s, this.stride_length_s));
     this.partialEvery = Math.round(partial_every_s * sr);
+    this.keepAudio = keep_audio; // keep every sample received (audio()), e.g. to check the stream against long-form
     this.buf = new Float32Array(1 << 16); // samples from absolute index `base` on, `len` of them
     this.base = 0;
     this.len = 0;
@@ -155,6 +156,12 @@ export class StreamingCTC extends EventTarget {
     }
     this.buf.set(frames, this.len);
     this.len += frames.length;
+  }
+
+  /** Every sample received, at the model's rate (with keep_audio). */
+  audio() {
+    if (this.base > 0) throw new Error("StreamingCTC kept only the audio still needed; reset({ keep_audio: true }) keeps it all");
+    return Float32Array.from(this.buf.subarray(0, this.len));
   }
 
   /** Absolute samples [a, b) (a >= base). */
@@ -188,7 +195,7 @@ export class StreamingCTC extends EventTarget {
     if (finalized) {
       // what no chunk will read again is let go: memory bounded by the chunk, not by the stream
       const keep = this.next * this.step;
-      if (keep > this.base) {
+      if (keep > this.base && !this.keepAudio) {
         this.buf.copyWithin(0, keep - this.base, this.len);
         this.len -= keep - this.base;
         this.base = keep;

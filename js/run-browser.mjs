@@ -7,15 +7,21 @@ import { here, runPage, serve } from "./browser.mjs";
 const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const executablePath = process.argv[3] || "/usr/bin/chromium";
 const jobDir = path.dirname(path.resolve(process.argv[2]));
-const server = await serve({ "/": path.join(here, "page.html"), "/page.html": path.join(here, "page.html"), "/job.mjs": path.join(here, "job.mjs") }, {
+// job.page: "page.html" (one forward pass per row, job.mjs) or "pipelines.html" (voxport-web's pipelines, pipelines.mjs)
+const page = job.page || "page.html";
+const files = Object.fromEntries(["page.html", "job.mjs", "pipelines.html", "pipelines.mjs"].map((f) => [`/${f}`, path.join(here, f)]));
+const server = await serve(files, {
   "/model/m/": job.model,
   "/dist/": path.join(here, "node_modules/@huggingface/transformers/dist"),
   "/ort/": path.join(here, "node_modules/onnxruntime-web/dist"),
+  "/web/": path.join(here, "voxport-web"),
   "/job/": jobDir,
 });
 
-// rows are served from the job folder
-job.cases = job.cases.map((c) => ({ ...c, rows: c.rows.map((p) => `/job/${path.relative(jobDir, p)}`) }));
+// audio is served from the job folder
+const url = (p) => `/job/${path.relative(jobDir, p)}`;
+if (job.cases) job.cases = job.cases.map((c) => ({ ...c, rows: c.rows.map(url) }));
+if (job.runs) job.runs = job.runs.map((r) => ({ ...r, audio: url(r.audio), ...(r.b ? { b: url(r.b) } : {}) }));
 fs.writeFileSync(path.join(jobDir, "job.json"), JSON.stringify(job));
 
 const extraArgs = [];
@@ -25,7 +31,7 @@ if (job.device === "webgpu") {
   extraArgs.push(...(process.env.VOXPORT_WEBGPU_ARGS || "--enable-unsafe-webgpu --enable-features=Vulkan --use-angle=swiftshader --use-webgpu-adapter=swiftshader").split(" "));
 }
 try {
-  const out = await runPage({ port: server.port, page: "page.html", executablePath, profileDir: jobDir, extraArgs, dropArgs,
+  const out = await runPage({ port: server.port, page, executablePath, profileDir: jobDir, extraArgs, dropArgs,
                               timeout_s: job.timeout_s || 600 });
   process.stdout.write(JSON.stringify(out));
 } finally {

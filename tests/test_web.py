@@ -41,11 +41,13 @@ def write_audio(folder, name, x, sr=SR):
 
 def pipelines(tmp_path, folder, runs, dtype="fp32"):
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"folder": str(folder), "dtype": dtype, "threads": 2, "runs": runs}))
+    job.write_text(json.dumps({"model": str(folder), "dtypes": [dtype], "threads": 2, "runs": runs}))
     r = subprocess.run(["node", os.path.join(JS_DIR, "pipelines-node.mjs"), str(job)], cwd=JS_DIR, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout)["results"]
+    out = json.loads(r.stdout)["results"][dtype]
+    assert out["error"] is None, out["error"]
+    return out["results"]
 
 
 @needs_node
@@ -181,3 +183,29 @@ def test_live_microphone_in_chromium(tmp_path, ctc_folder):
     ref = np.array([np.sqrt(np.mean(x[i * 1600:(i + 1) * 1600] ** 2)) for i in range(len(x) // 1600)])
     best = max(np.corrcoef(env[: len(env) - 5], ref[lag: lag + len(env) - 5])[0, 1] for lag in range(0, 5))
     assert best > 0.9, best
+
+
+@needs_node
+def test_verify_runs_the_deployed_pipelines(ctc_folder, monkeypatch):
+    """`voxport verify --runtime node` runs long-form CTC on a minute of speech in Transformers.js: the float file gives
+    voxport run's transcript and word times; a pipeline that disagrees fails the file."""
+    from voxport.archs import get_arch
+    from voxport.verify import pipelines
+    from voxport.verify.check import verify_folder
+
+    loaded = get_arch("wav2vec2").load(checkpoint=str(ctc_folder.parent / "ckpt"))
+    rep = verify_folder(str(ctc_folder), runtime="node", loaded=loaded)
+    assert rep.passed, rep.to_table()
+    fp32 = next(f for f in rep.files if f.file == "model.onnx")
+    long_form = fp32.extra["pipelines"]["longform"]
+    assert long_form["same_text"] and long_form["same_words_and_times"] and long_form["chars"] > 1000
+    honest = pipelines.python_run
+
+    def other(*args, **kw):
+        out = honest(*args, **kw)
+        return {**out, "text": out["text"][::-1]}
+
+    monkeypatch.setattr(pipelines, "python_run", other)
+    rep = verify_folder(str(ctc_folder), runtime="node", loaded=loaded)
+    fp32 = next(f for f in rep.files if f.file == "model.onnx")
+    assert not rep.passed and any("long-form CTC" in r for r in fp32.reasons)

@@ -146,11 +146,11 @@ def build(arch: str, output_dir: str, checkpoint=None, random_init=False, seed=0
         write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped, name=os.path.basename(os.path.abspath(output_dir)))
         js = [r for r in runtimes if r != "python"]
         if js:
-            from .verify.check import merge_reports, verify_js
+            from .verify.check import merge_reports, verify_deployed
 
             for r in js:
                 say(f"verifying in Transformers.js ({r})")
-                report = merge_reports([report, verify_js(tmp, files, loaded, r, audio=audio)])
+                report = merge_reports([report, verify_deployed(tmp, files, loaded, r, audio=audio, progress=say)])
             write_folder(tmp, spec, loaded, report, sizes, ex, qs, skipped, name=os.path.basename(os.path.abspath(output_dir)))
         final = lambda p: os.path.join(output_dir, os.path.relpath(p, tmp))  # noqa: E731
         ex = dataclasses.replace(ex, path=final(ex.path))

@@ -171,6 +171,20 @@ class ArchSpec:
     def tolerance(self, loaded: Loaded, kind: str) -> Tolerance:
         return parity(self.tolerance_profile or self.name, kind)
 
+    def deployed(self, loaded: Loaded) -> list:
+        """The pipelines users run around this folder in the browser (voxport-web), each (kind, options), checked by
+        verify in Transformers.js on a minute of speech: long-form CTC with word timestamps, rolling windows with an
+        EMA (a voice app's 0.75 s windows every 150 ms), the speaker score of two clips."""
+        task, outputs = self.task(loaded), self.output_names(loaded)
+        if task == "automatic-speech-recognition":
+            return [("longform", {"chunk_length_s": 10, "stride_length_s": 2, "return_timestamps": "word"})]
+        out = []
+        if task == "audio-classification" and "logits" in outputs:
+            out.append(("windows", {"window_s": 0.75, "hop_s": 0.15, "ema": 0.2}))
+        if "embeddings" in outputs:
+            out.append(("verify", {}))
+        return out
+
     def extra_checks(self, loaded: Loaded, kind: str, cases: list, refs: list, outs: list) -> tuple:
         """Architecture-specific checks on top of logits parity: (extra figures dict, failure reasons list)."""
         return {}, []

@@ -475,8 +475,29 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
         else:
             if progress:
                 progress(f"verifying in Transformers.js ({r})")
-            reports.append(verify_js(folder, files, loaded, r, audio=audio, memo=memo))
+            reports.append(verify_deployed(folder, files, loaded, r, audio=audio, memo=memo, progress=progress))
     return merge_reports(reports)
+
+
+def verify_deployed(folder: str, files: dict, loaded: Loaded, runtime: str, audio: list | None = None, memo: dict | None = None,
+                    progress=None) -> VerifyReport:
+    """verify_js, then the architecture's deployed pipelines (voxport-web) on a minute of speech in the same runtime:
+    their figures go into each file's `extra["pipelines"]`, a mismatch fails the file (see verify/pipelines.py)."""
+    from .pipelines import check_pipelines
+
+    report = verify_js(folder, files, loaded, runtime, audio=audio, memo=memo)
+    found = check_pipelines(folder, files, loaded, runtime, progress=progress)
+    if not found:
+        return report
+    rows = []
+    for f in report.files:
+        if f.file in found:
+            figures, reasons = found[f.file]
+            f = dataclasses.replace(f, extra={**f.extra, "pipelines": figures}, reasons=f.reasons + reasons,
+                                    status=Status.FAILED if reasons else f.status)
+        rows.append(f)
+    ok = all(f.status == Status.PASSED for f in rows)
+    return dataclasses.replace(report, files=rows, status=Status.PASSED if ok else Status.FAILED)
 
 
 def merge_reports(reports: list) -> VerifyReport:

@@ -75,3 +75,46 @@ def run_outputs(folder: str, dtypes: list, rows: list, threads: int | None = Non
         results.setdefault(dtype, {"error": out.get("error") or (out.get("info") or {}).get("webgpu_error") or "not run", "rows": []})
     results["info"] = {**(out.get("info") or {}), "console": out.get("console", [])}
     return results
+
+
+def run_pipelines(folder: str, dtypes: list, runs: list, where: str = "node", threads: int | None = None,
+                  timeout: int = 1800) -> dict:
+    """voxport-web's deployed pipelines (js/voxport-web) on a folder, in Node or headless Chromium. runs: [{"kind":
+    "longform" | "stream" | "windows" | "verify", "audio": 1-D float32 array, "b": second clip (verify), "options"}].
+    Returns {dtype: {"error", "results": [one per run]}, "info": the runner's facts}."""
+    check_js(browser=where == "browser")
+    tmp = tempfile.mkdtemp(prefix="voxport-web-")
+    try:
+        job_runs = []
+        for i, r in enumerate(runs):
+            run = {k: v for k, v in r.items() if k not in ("audio", "b")}
+            for key in ("audio", "b"):
+                if key in r:
+                    path = os.path.join(tmp, f"r{i}_{key}.f32")
+                    np.ascontiguousarray(r[key], dtype="<f4").tofile(path)
+                    run[key] = path
+            job_runs.append(run)
+        link = os.path.join(tmp, "model")  # a plain name: Transformers.js mis-resolves ids such as ".build-x"
+        os.symlink(os.path.abspath(folder), link)
+        job = {"model": link, "dtypes": dtypes, "runs": job_runs, "threads": threads, "page": "pipelines.html",
+               "timeout_s": timeout}
+        job_path = os.path.join(tmp, "job-in.json")
+        with open(job_path, "w") as f:
+            json.dump(job, f)
+        script = "pipelines-node.mjs" if where == "node" else "run-browser.mjs"
+        cmd = ["node", os.path.join(JS_DIR, script), job_path] + ([CHROMIUM] if where == "browser" else [])
+        try:
+            proc = subprocess.run(cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VoxportError(f"voxport-web ({where}) did not finish in {timeout} s") from None
+        if proc.returncode != 0 or not proc.stdout.strip():
+            err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise VoxportError(f"voxport-web ({where}) failed: {err}")
+        out = json.loads(proc.stdout)
+        results = out.get("results") or {}
+        for d in dtypes:
+            results.setdefault(d, {"error": out.get("error") or "not run", "results": []})
+        results["info"] = {**(out.get("info") or {}), "console": out.get("console", [])}
+        return results
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

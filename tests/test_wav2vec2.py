@@ -127,16 +127,17 @@ def test_tokenizer_round_trip_keeps_accents_and_double_letters():
     pad, c, o, s, e, bar = (vocab[t] for t in ("<pad>", "c", "o", "s", "e", "|"))
     frames = [pad, c, c, o, pad, pad, s, pad, s, s, o, bar, bar, pad, e, vocab["é"], pad]
     assert hf.decode(frames) == tok.decode(frames) == "cosso eé"
-    # other special tokens are dropped before merging, as Transformers.js does with skip_special_tokens
+    # <s> between two e's stays in the text, as transformers' pipeline (skip_special_tokens=False) and Transformers.js
+    # (the folder's tokenizer.json marks no token special) decode it
     with_bos = frames[:-2] + [vocab["<s>"], e] + frames[-2:]
-    assert tok.decode(with_bos, skip_special_tokens=True) == "cosso eé"
+    assert hf.decode(with_bos) == tok.decode(with_bos, skip_special_tokens=True) == "cosso e<s>eé"
     from voxport.archs.wav2vec2 import Wav2Vec2Spec
 
     class L:
         extra = {"vocab": vocab, "tokenizer_config": tcfg}
 
-    for f in (frames, with_bos):
-        assert Wav2Vec2Spec().transcribe(L, np.eye(len(vocab))[f]) == "cosso eé"
+    for f, want in ((frames, "cosso eé"), (with_bos, "cosso e<s>eé")):
+        assert Wav2Vec2Spec().transcribe(L, np.eye(len(vocab))[f]) == want
 
 
 def test_external_data_path(tmp_path, ckpts, monkeypatch):

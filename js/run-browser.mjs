@@ -9,7 +9,7 @@ const executablePath = process.argv[3] || "/usr/bin/chromium";
 const jobDir = path.dirname(path.resolve(process.argv[2]));
 // job.page: "page.html" (one forward pass per row, job.mjs) or "pipelines.html" (voxport-web's pipelines, pipelines.mjs)
 const page = job.page || "page.html";
-const files = Object.fromEntries(["page.html", "job.mjs", "pipelines.html", "pipelines.mjs"].map((f) => [`/${f}`, path.join(here, f)]));
+const files = Object.fromEntries(["page.html", "job.mjs", "pipelines.html", "pipelines.mjs", "env.mjs"].map((f) => [`/${f}`, path.join(here, f)]));
 const server = await serve(files, {
   "/model/m/": job.model,
   "/dist/": path.join(here, "node_modules/@huggingface/transformers/dist"),

@@ -39,25 +39,29 @@ def run_job(folder: str, task: str, dtypes: list, rows: list, labels: dict | Non
                 np.ascontiguousarray(a, dtype=np.float32).tofile(p)
                 paths.append(p)
             cases.append({"name": name, "rows": paths})
-        link = os.path.join(tmp, "model")  # a plain name: Transformers.js mis-resolves ids such as ".build-x"
-        os.symlink(os.path.abspath(folder), link)
-        job = {"task": task, "model": link, "dtypes": dtypes, "device": device, "labels": labels or {},
-               "cases": cases, "threads": threads, "timeout_s": timeout, "frames": frames}
-        job_path = os.path.join(tmp, "job-in.json")
-        with open(job_path, "w") as f:
-            json.dump(job, f)
-        script = "run-node.mjs" if where == "node" else "run-browser.mjs"
-        cmd = ["node", os.path.join(JS_DIR, script), job_path] + ([CHROMIUM] if where == "browser" else [])
-        try:
-            proc = subprocess.run(cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise VoxportError(f"Transformers.js ({where}) did not finish in {timeout} s") from None
-        if proc.returncode != 0 or not proc.stdout.strip():
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise VoxportError(f"Transformers.js ({where}) failed: {err}")
-        return json.loads(proc.stdout)
+        job = {"task": task, "dtypes": dtypes, "device": device, "labels": labels or {}, "cases": cases, "threads": threads,
+               "timeout_s": timeout, "frames": frames}
+        return _run(tmp, folder, job, "run-node.mjs" if where == "node" else "run-browser.mjs", where, timeout, "Transformers.js")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(tmp: str, folder: str, job: dict, script: str, where: str, timeout: int, what: str) -> dict:
+    """The job (its model: `folder`, linked into tmp) through a runner script in Node, or Chromium for the browser."""
+    link = os.path.join(tmp, "model")  # a plain name: Transformers.js mis-resolves ids such as ".build-x"
+    os.symlink(os.path.abspath(folder), link)
+    job_path = os.path.join(tmp, "job-in.json")
+    with open(job_path, "w") as f:
+        json.dump({**job, "model": link}, f)
+    cmd = ["node", os.path.join(JS_DIR, script), job_path] + ([CHROMIUM] if where == "browser" else [])
+    try:
+        proc = subprocess.run(cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise VoxportError(f"{what} ({where}) did not finish in {timeout} s") from None
+    if proc.returncode != 0 or not proc.stdout.strip():
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise VoxportError(f"{what} ({where}) failed: {err}")
+    return json.loads(proc.stdout)
 
 
 def run_outputs(folder: str, dtypes: list, rows: list, threads: int | None = None, timeout: int = 1800,
@@ -94,23 +98,8 @@ def run_pipelines(folder: str, dtypes: list, runs: list, where: str = "node", th
                     np.ascontiguousarray(r[key], dtype="<f4").tofile(path)
                     run[key] = path
             job_runs.append(run)
-        link = os.path.join(tmp, "model")  # a plain name: Transformers.js mis-resolves ids such as ".build-x"
-        os.symlink(os.path.abspath(folder), link)
-        job = {"model": link, "dtypes": dtypes, "runs": job_runs, "threads": threads, "page": "pipelines.html",
-               "timeout_s": timeout}
-        job_path = os.path.join(tmp, "job-in.json")
-        with open(job_path, "w") as f:
-            json.dump(job, f)
-        script = "pipelines-node.mjs" if where == "node" else "run-browser.mjs"
-        cmd = ["node", os.path.join(JS_DIR, script), job_path] + ([CHROMIUM] if where == "browser" else [])
-        try:
-            proc = subprocess.run(cmd, cwd=JS_DIR, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise VoxportError(f"voxport-web ({where}) did not finish in {timeout} s") from None
-        if proc.returncode != 0 or not proc.stdout.strip():
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise VoxportError(f"voxport-web ({where}) failed: {err}")
-        out = json.loads(proc.stdout)
+        job = {"dtypes": dtypes, "runs": job_runs, "threads": threads, "page": "pipelines.html", "timeout_s": timeout}
+        out = _run(tmp, folder, job, "pipelines-node.mjs" if where == "node" else "run-browser.mjs", where, timeout, "voxport-web")
         results = out.get("results") or {}
         for d in dtypes:
             results.setdefault(d, {"error": out.get("error") or "not run", "results": []})

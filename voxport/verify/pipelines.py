@@ -88,8 +88,10 @@ def check_pipelines(folder: str, files: dict, loaded, runtime: str, threads: int
     plan = spec.deployed(loaded)
     if not plan or runtime not in ("node", "browser"):
         return {}
-    speech = long_speech(spec.sample_rate)
     clips = speech_clips(spec.sample_rate)
+    if len(clips) < 2:  # a suite without speech (tests that leave it out for time): nothing to run the pipelines on
+        return {}
+    speech = long_speech(spec.sample_rate)
     runs = []
     for kind, options in plan:
         run = {"kind": kind, "options": options, "audio": speech}

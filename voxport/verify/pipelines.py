@@ -91,7 +91,7 @@ def check_pipelines(folder: str, files: dict, loaded, runtime: str, threads: int
     clips = speech_clips(spec.sample_rate)
     if len(clips) < 2:  # a suite without speech (tests that leave it out for time): nothing to run the pipelines on
         return {}
-    speech = long_speech(spec.sample_rate)
+    speech = long_speech(clips)
     runs = []
     for kind, options in plan:
         run = {"kind": kind, "options": options, "audio": speech}

@@ -98,3 +98,17 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     edges = imports(fake_pkg)
     assert "voxport.quantize" in edges["voxport.archs.fake"]
     assert layer("voxport.quantize") > layer("voxport.archs.fake")
+
+
+def test_every_architecture_has_its_tests_and_bars():
+    """Optimum's rule: a registered architecture without tests of its own (tests/test_<name>.py: a tiny model in the
+    upstream layout, exported, quantized and verified) fails here; so does one without a measured bar per kind."""
+    from voxport.archs import arch_names, get_arch
+    from voxport.tolerances import PARITY
+
+    tests = os.listdir(os.path.dirname(os.path.abspath(__file__)))
+    for name in arch_names():
+        assert f"test_{name}.py" in tests, name
+        spec = get_arch(name)
+        rows = spec.parity or PARITY[spec.tolerance_profile or name]
+        assert {"fp32", "q8"} <= set(rows) and all(t.why for t in rows.values()), name

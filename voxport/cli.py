@@ -289,7 +289,7 @@ def quantize_cmd(input_path, output, mode, method, per_channel, explain, target_
     if explain or target_delta is not None:
         from .quantize.sensitivity import explain as run_explain
 
-        report = run_explain(input_path, mode=mode, method=method, target=target_delta, progress=_progress)
+        report = run_explain(input_path, mode=mode, method=method, target=target_delta, progress=_progress, loaded=loaded)
         extra = report.kept_float
         if output is None:
             _emit(report, as_json)

@@ -74,6 +74,8 @@ class ArchSpec:
     # opset -> export route ("dynamo" or "torchscript")
     routes: dict = {18: "dynamo", 17: "torchscript"}
     tolerance_profile: str = ""  # the row of voxport.tolerances.PARITY this architecture is judged by
+    # or its own rows, file kind -> Tolerance (each with its measured why): a new architecture carries them here
+    parity: dict = {}
     # file kind -> Recipe, chosen per architecture by measured parity per byte (and speed); kinds not named
     # here take DEFAULT_RECIPES
     recipes: dict = {}
@@ -169,6 +171,12 @@ class ArchSpec:
         return audio.astype(np.float32)
 
     def tolerance(self, loaded: Loaded, kind: str) -> Tolerance:
+        if self.parity:
+            if kind not in self.parity:
+                from ..errors import VoxportError
+
+                raise VoxportError(f"no tolerance for {kind} files of {self.name}: add a measured row to its parity")
+            return self.parity[kind]
         return parity(self.tolerance_profile or self.name, kind)
 
     def deployed(self, loaded: Loaded) -> list:

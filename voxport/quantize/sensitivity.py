@@ -2,7 +2,6 @@
 float to meet a parity target."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -66,19 +65,14 @@ def _quantizable(path: str) -> list:
             if n.op_type in QUANTIZABLE and n.input[1] in inits]
 
 
-def _suite(path: str):
-    """Verify cases for the file's source model (from its metadata), long ones left out."""
-    import onnx
-
+def _suite(path: str, loaded=None):
+    """Verify cases for the file's source model (rebuilt from its metadata, weights hash-checked, unless given), long
+    ones left out."""
     from ..archs import get_arch
-    from ..onnxutil import read_metadata
+    from .fit import load_source
 
-    meta = read_metadata(onnx.load(path, load_external_data=False))
-    source = json.loads(meta.get("voxport.source", "null") or "null")
-    if not source:
-        raise QuantizeError(f"{path} has no source record in its metadata; export it with `voxport export-model`")
-    spec = get_arch(source["arch"])
-    loaded = spec.load(**source)
+    loaded = loaded if loaded is not None else load_source(path)
+    spec = get_arch(loaded.arch)
     return [c for c in spec.cases(loaded) if c.input_values.shape[1] <= MAX_CASE_SAMPLES]
 
 
@@ -102,7 +96,8 @@ class _Runner:
         return dp, dl
 
 
-def explain(path: str, mode: str = "q8", method: str | None = None, target: float | None = None, progress=None) -> SensitivityReport:
+def explain(path: str, mode: str = "q8", method: str | None = None, target: float | None = None, progress=None,
+            loaded=None) -> SensitivityReport:
     from . import arch_recipe, quantize
 
     say = progress or (lambda m: None)
@@ -111,7 +106,7 @@ def explain(path: str, mode: str = "q8", method: str | None = None, target: floa
     nodes = _quantizable(path)
     if not nodes:
         raise QuantizeError(f"{path} has no quantizable nodes")
-    runner = _Runner(_suite(path))
+    runner = _Runner(_suite(path, loaded))
     ref = runner.outputs(path)
     tmp = tempfile.mkdtemp(prefix="voxport-explain-")
     try:

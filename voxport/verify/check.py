@@ -466,7 +466,9 @@ def verify_folder(folder: str, audio: list | None = None, runtime: str = "python
         get_runtime(r).check()  # unknown names and missing node / chromium fail before any work
     if loaded is None:
         source = read_source(folder)["source"]
-        loaded = get_arch(source["arch"]).load(**source)
+        from ..archs.source import load_source
+
+        loaded = load_source(source, what=folder)
     files = folder_files(folder)
     reports, memo = [], {}
     for r in runtimes:

@@ -11,7 +11,7 @@ const types = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/ja
                 ".wasm": "application/wasm", ".onnx": "application/octet-stream" };
 
 /** files: exact url -> file; roots: url prefix -> folder. Resolves to { port, close }. */
-export async function serve(files, roots) {
+export async function serve(files, roots, port = 0) {
   const server = http.createServer((req, res) => {
     const url = decodeURIComponent(new URL(req.url, "http://x").pathname);
     let file = files[url] ?? null;
@@ -26,12 +26,13 @@ export async function serve(files, roots) {
     res.setHeader("Content-Type", types[path.extname(file)] || "application/octet-stream");
     fs.createReadStream(file).pipe(res);
   });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
   return { port: server.address().port, close: () => server.close() };
 }
 
 /** Opens http://127.0.0.1:port/page in headless Chromium and returns window.__voxport (with the console's errors). */
-export async function runPage({ port, page: pagePath, executablePath, profileDir, extraArgs = [], timeout_s = 600, dropArgs = [] }) {
+export async function runPage({ port, page: pagePath, executablePath, profileDir, extraArgs = [], timeout_s = 600, dropArgs = [],
+                                result = "__voxport", screenshot = null }) {
   const userDataDir = fs.mkdtempSync(path.join(profileDir, "profile-"));
   const args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--no-first-run", "--disable-quic", "--disable-sync"].filter((a) => !dropArgs.includes(a)).concat(extraArgs);
@@ -42,8 +43,14 @@ export async function runPage({ port, page: pagePath, executablePath, profileDir
     page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning") messages.push(m.text().slice(0, 300)); });
     page.on("pageerror", (e) => messages.push(String(e).slice(0, 300)));
     await page.goto(`http://127.0.0.1:${port}/${pagePath}`);
-    await page.waitForFunction(() => window.__voxport, null, { timeout: timeout_s * 1000, polling: 250 });
-    const out = await page.evaluate(() => window.__voxport);
+    // result: the page's global that holds its answer ("__voxport"), or one whose `done` says it finished
+    await page.waitForFunction((name) => window[name] && (name === "__voxport" || window[name].done), result,
+                               { timeout: timeout_s * 1000, polling: 250 });
+    const out = await page.evaluate((name) => window[name], result);
+    if (screenshot) {
+      await page.setViewportSize({ width: 960, height: 640 });
+      await page.screenshot({ path: screenshot });
+    }
     out.console = messages.slice(0, 20);
     return out;
   } finally {

@@ -57,6 +57,7 @@ def test_full_build_folder(full_build):
     assert "base_model" not in front and "jaesunghuh" not in card.lower()  # random weights come from no upstream model
     assert 'pipeline("audio-classification", "voice-gender-onnx"' in card and "<this-repo" not in card
     assert "Transformers.js picks its model class by `model_type`" in card
+    assert 'WindowedClassifier.from_pretrained("voice-gender-onnx"' in card  # the deployed pipeline, with voxport-web
     assert "| q8 | `onnx/model_quantized.onnx` |" in card and "| fp32 | `onnx/model.onnx` |" in card
     src = json.loads((out / "voxport.json").read_text())["source"]
     assert src == {"arch": "ecapa", "checkpoint": None, "random_init": True, "seed": 0, "C": 1024}

@@ -92,6 +92,8 @@ def test_long_form_and_streaming_ctc_equal_the_reference(tmp_path, ctc_folder):
         assert got["text"] == want["text"], args
         assert [c["text"] for c in got["chunks"]] == [c["text"] for c in want["chunks"]]
         assert np.allclose([c["timestamp"] for c in got["chunks"]], [c["timestamp"] for c in want["chunks"]], atol=1e-9)
+    card = (ctc_folder / "README.md").read_text()
+    assert 'LongFormCTC.from_pretrained("ctc-onnx"' in card and "StreamingCTC" in card
     stream, long_form = res[2], res[0]
     assert stream["text"] == long_form["text"] and stream["chunks"] == long_form["chunks"]
     # final words arrive as the stream goes, in order, each once; partial hypotheses every second
@@ -211,3 +213,28 @@ def test_verify_runs_the_deployed_pipelines(ctc_folder, monkeypatch):
     rep = verify_folder(str(ctc_folder), runtime="node", loaded=loaded)
     fp32 = next(f for f in rep.files if f.file == "model.onnx")
     assert not rep.passed and any("long-form CTC" in r for r in fp32.reasons)
+
+
+@needs_node
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is needed (bash .ci/run installs it)")
+@pytest.mark.parametrize("which", ["ctc", "windows"])
+def test_demo_page_with_the_fake_microphone(tmp_path, which, ctc_folder, ecapa_folder):
+    """The demo page (js/voxport-web/demo) opened on a folder, the fake capture device speaking: the live transcript
+    (CTC) or the rolling label trace with its EMA (classifier) appears, and the page is what a screenshot shows."""
+    x = np.concatenate([c.audio for c in speech_clips()])[: 12 * SR]
+    sf.write(tmp_path / "mic.wav", x, SR, subtype="PCM_16")
+    shot = tmp_path / "demo.png"
+    job = tmp_path / "job" / "demo.json"
+    job.parent.mkdir()
+    job.write_text(json.dumps({"model": str(ctc_folder if which == "ctc" else ecapa_folder), "wav": str(tmp_path / "mic.wav"),
+                               "seconds": 8, "dtype": "q8", "screenshot": str(shot)}))
+    r = subprocess.run(["node", os.path.join(JS_DIR, "demo-browser.mjs"), str(job), shutil.which("chromium")], cwd=JS_DIR,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout)
+    assert got["done"] and not got["console"], got
+    if which == "ctc":
+        assert len(got["text"]) > 100 and got["events"] >= 8
+    else:
+        assert 45 <= got["windows"] <= 54  # 8 s: a window every 150 ms once the first 0.75 s are in
+    assert shot.stat().st_size > 10000

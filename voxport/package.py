@@ -97,6 +97,33 @@ def _speech_suite() -> str:
     return suite_id()
 
 
+WEB_SNIPPETS = {
+    "longform": ["const asr = await LongFormCTC.from_pretrained(\"{name}\", {{ dtype: \"q8\" }});",
+                 "const {{ text, chunks }} = await asr(audio, {{ chunk_length_s: 10, stride_length_s: 2, return_timestamps: \"word\" }});",
+                 "const live = await StreamingCTC.from_pretrained(\"{name}\", {{ dtype: \"q8\", chunk_length_s: 5, stride_length_s: 1 }});",
+                 "live.addEventListener(\"final\", (e) => show(e.detail.words));  // [{{ text, timestamp: [start_s, end_s] }}]",
+                 "worklet.port.onmessage = (e) => live.push(e.data, audioContext.sampleRate);"],
+    "windows": ["const rolling = await WindowedClassifier.from_pretrained(\"{name}\", {{ dtype: \"q8\" }});",
+                "const {{ labels, windows }} = await rolling(audio, {{ window_s: 0.75, hop_s: 0.15, ema: 0.2 }});"],
+    "verify": ["const verifier = await SpeakerVerifier.from_pretrained(\"{name}\", {{ dtype: \"q8\" }});",
+               "const {{ score }} = await verifier(enrolment, attempt);  // cosine of the two embeddings"],
+}
+WEB_CLASSES = {"longform": "LongFormCTC, StreamingCTC", "windows": "WindowedClassifier", "verify": "SpeakerVerifier"}
+
+
+def web_snippet(plan: list, name: str) -> list:
+    """The card's lines for the deployed pipelines (voxport-web, js/voxport-web in voxport's repository)."""
+    kinds = [k for k, _ in plan if k in WEB_SNIPPETS]
+    if not kinds:
+        return []
+    lines = ["In the browser, long recordings, live microphones and rolling windows with voxport-web (the npm package in "
+             "voxport's `js/voxport-web`; `voxport verify --runtime node,browser` checks these pipelines on a minute of "
+             "speech):", "", "```js", f"import {{ {', '.join(WEB_CLASSES[k] for k in kinds)} }} from \"voxport-web\";", ""]
+    for k in kinds:
+        lines += [line.format(name=name) for line in WEB_SNIPPETS[k]]
+    return lines + ["```", ""]
+
+
 def model_card(spec, loaded, report, files: dict, export_result, quantize_results=(), skipped=None, name: str = "model-onnx") -> str:
     from . import __version__
 
@@ -130,6 +157,7 @@ def model_card(spec, loaded, report, files: dict, export_result, quantize_result
         lines += verification_snippet(name, card["embeddings"], with_import=not has_pipeline,
                                       frames=spec.output_kinds(loaded).get(card["embeddings"]) == "frames")
     lines += ["```", ""]
+    lines += web_snippet(spec.deployed(loaded), name)
     labels = card.get("labels")
     if labels:
         lines += ["Labels: " + ", ".join(f"{k} = {v}" for k, v in labels.items()), ""]

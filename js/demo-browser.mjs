@@ -8,7 +8,7 @@ import { here, runPage, serve } from "./browser.mjs";
 const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const executablePath = process.argv[3] || "/usr/bin/chromium";
 const jobDir = path.dirname(path.resolve(process.argv[2]));
-const server = await serve({ "/demo.html": path.join(here, "voxport-web/demo/index.html"), "/mic-worklet.js": path.join(here, "mic-worklet.js") }, {
+const server = await serve({ "/demo.html": path.join(here, "voxport-web/demo/index.html") }, {
   "/model/m/": job.model,
   "/dist/": path.join(here, "node_modules/@huggingface/transformers/dist"),
   "/ort/": path.join(here, "node_modules/onnxruntime-web/dist"),

@@ -4,7 +4,7 @@ import path from "node:path";
 import { here, serve } from "./browser.mjs";
 
 const folder = path.resolve(process.argv[2] || ".");
-const server = await serve({ "/": path.join(here, "voxport-web/demo/index.html"), "/mic-worklet.js": path.join(here, "mic-worklet.js") }, {
+const server = await serve({ "/": path.join(here, "voxport-web/demo/index.html") }, {
   "/model/m/": folder,
   "/dist/": path.join(here, "node_modules/@huggingface/transformers/dist"),
   "/ort/": path.join(here, "node_modules/onnxruntime-web/dist"),

@@ -9,7 +9,7 @@ const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const executablePath = process.argv[3] || "/usr/bin/chromium";
 const jobDir = path.dirname(path.resolve(process.argv[2]));
 fs.writeFileSync(path.join(jobDir, "job.json"), JSON.stringify(job));
-const server = await serve({ "/mic.html": path.join(here, "mic.html"), "/env.mjs": path.join(here, "env.mjs"), "/mic-worklet.js": path.join(here, "mic-worklet.js") }, {
+const server = await serve({ "/mic.html": path.join(here, "mic.html"), "/env.mjs": path.join(here, "env.mjs") }, {
   "/model/m/": job.model,
   "/dist/": path.join(here, "node_modules/@huggingface/transformers/dist"),
   "/ort/": path.join(here, "node_modules/onnxruntime-web/dist"),

@@ -125,3 +125,7 @@ export declare function softmax(logits: number[]): number[];
 export declare function ema(probs: number[][], alpha: number): number[][];
 export declare function slidingWindows(n: number, window: number, hop: number): number[];
 export declare function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number;
+
+/** getUserMedia -> an AudioWorklet posting every render quantum: onFrames(frames, sampleRate) until stop(). */
+export declare function openMicrophone(onFrames: (frames: Float32Array, sampleRate: number) => void,
+                                       options?: { audioContext?: AudioContext }): Promise<{ sampleRate: number; stop(): void }>;

@@ -13,6 +13,7 @@ import { Resampler } from "./resample.js";
 import { ema, softmax } from "./windows.js";
 
 export { CtcVocab, argmaxFrames, chunkGeometry, chunkSpans, framesKept, minSamples, roundHalfEven } from "./ctc.js";
+export { openMicrophone } from "./microphone.js";
 export { Resampler } from "./resample.js";
 export { cosine, ema, slidingWindows, softmax } from "./windows.js";
 

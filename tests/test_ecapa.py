@@ -282,7 +282,7 @@ def test_explain_finds_the_front_end_and_meets_a_target(tmp_path, exported):
     from voxport.quantize.sensitivity import explain
 
     src, loaded = exported
-    r = explain(src, mode="q8", method="weight-only", target=0.002)
+    r = explain(src, mode="q8", method="weight-only", target=0.002, loaded=loaded)
     fb = [x for x in r.ranking if x.kept_by_exporter]
     assert [x.op_type for x in fb].count("MatMul") == 1  # the mel filterbank is ranked and marked as the exporter's
     errs = [x.max_abs_prob for x in r.ranking]
@@ -301,7 +301,7 @@ def test_explain_ranks_dynamic_files_by_weights_and_inputs(exported):
     from voxport.quantize.sensitivity import explain
 
     src, loaded = exported
-    r = explain(src, mode="uint8")
+    r = explain(src, mode="uint8", loaded=loaded)
     assert r.method == "dynamic"
     errs = [x.max_abs_prob for x in r.ranking]
     assert errs == sorted(errs, reverse=True) and errs[0] > 1e-3

@@ -140,11 +140,8 @@ def load_source(source: dict, checkpoint: str | None = None, revision: str | Non
         same_hub = not source.get("local") and checkpoint == source.get("checkpoint")
         kw.update(checkpoint=checkpoint, revision=revision or (source.get("revision") if same_hub else None))
     elif source.get("local"):
-        folder = _LOCAL.get(_key(source.get("checkpoint"), source.get("weights")))  # loaded earlier in this process
-        if folder is None or not os.path.isdir(folder):
-            raise CheckpointError(f"{what} was built from the local checkpoint folder '{source.get('checkpoint')}'; "
-                                  "pass --checkpoint PATH to that folder")
-        kw.update(checkpoint=folder)
+        raise CheckpointError(f"{what} was built from the local checkpoint folder '{source.get('checkpoint')}'; "
+                              "pass --checkpoint PATH to that folder")
     loaded = spec.load(**kw)
     want, got = source.get("weights"), loaded.source.get("weights")
     if want and got != want:

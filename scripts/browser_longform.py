@@ -65,7 +65,7 @@ def main() -> int:
     n = int(args.minutes * 60 * sr)
     audio = np.resize(base, n).astype(np.float32)
     report = {"minutes": args.minutes, "dtype": args.dtype, "chunk_length_s": args.chunk, "stride_length_s": args.stride,
-              "threads": args.threads, "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ")}
+              "threads": args.threads, "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()}
     runs = {"chunked": {"chunk_length_s": args.chunk, "stride_length_s": args.stride, "return_timestamps": "word"}}
     if args.one_pass:
         runs["one pass"] = {"return_timestamps": "word"}

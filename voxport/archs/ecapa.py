@@ -430,6 +430,17 @@ def calibrate(model, seed: int, batches: int = 4) -> None:
     to tell low-pitched (male) from high-pitched (female) voices. Random heads hide quantization error."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float sums split over threads differ in the last bits: the same weights on every machine
+    try:
+        _calibrate(model, seed, batches)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _calibrate(model, seed: int, batches: int) -> None:
+    import torch
+
     from .suite import speech_like
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]

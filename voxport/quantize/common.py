@@ -120,37 +120,37 @@ def store_int8(model, select, per_channel: bool, base_dir: str = "", quantizer=N
     import onnx
     from onnx import helper, numpy_helper
 
+    def symmetric(node, arr):
+        """int8 in [-127, 127], one scale per output channel (or per tensor), no zero point."""
+        axis = channel_axis(node, arr.shape)
+        shape = [1] * arr.ndim
+        if per_channel:
+            scale = np.abs(arr).max(axis=tuple(i for i in range(arr.ndim) if i != axis)) / 127.0
+            shape[axis] = -1
+        else:
+            scale = np.array(np.abs(arr).max() / 127.0)
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32).reshape(shape)  # broadcasts along the channel axis
+        return np.clip(np.round(arr / scale), -127, 127).astype(np.int8), scale, None
+
     inits, uses = initializer_map(model), _uses(model)
     new, done = [], 0
     for node in model.graph.node:
         if node.op_type in ("Conv", "MatMul", "Gemm") and len(node.input) > 1 and select(node):
             wname = node.input[1]
             w = inits.get(wname)
-            if quantizer is not None and w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT:
-                q, scale, zp = quantizer(node, tensor_array(w, base_dir))
+            if (w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT
+                    and (quantizer is not None or np.prod(w.dims) >= MIN_ELEMENTS)):
+                q, scale, zp = (quantizer or symmetric)(node, tensor_array(w, base_dir))
                 model.graph.initializer.remove(w)
                 model.graph.initializer.extend([numpy_helper.from_array(q, wname + "_int8"),
-                                                numpy_helper.from_array(np.asarray(scale, np.float32), wname + "_scale"),
-                                                numpy_helper.from_array(np.asarray(zp, np.float32), wname + "_zero_point")])
+                                                numpy_helper.from_array(np.asarray(scale, np.float32), wname + "_scale")])
                 new.append(helper.make_node("Cast", [wname + "_int8"], [wname + "_cast"], name=wname + "_cast", to=onnx.TensorProto.FLOAT))
-                new.append(helper.make_node("Sub", [wname + "_cast", wname + "_zero_point"], [wname + "_centred"], name=wname + "_centre"))
-                new.append(helper.make_node("Mul", [wname + "_centred", wname + "_scale"], [wname], name=wname + "_dequantize"))
-                done += 1
-            elif w is not None and uses.get(wname) == 1 and w.data_type == onnx.TensorProto.FLOAT and np.prod(w.dims) >= MIN_ELEMENTS:
-                arr = tensor_array(w, base_dir)
-                axis = channel_axis(node, w.dims)
-                shape = [1] * arr.ndim
-                if per_channel:
-                    scale = np.abs(arr).max(axis=tuple(i for i in range(arr.ndim) if i != axis)) / 127.0
-                    shape[axis] = -1
-                else:
-                    scale = np.array(np.abs(arr).max() / 127.0)
-                scale = np.where(scale == 0, 1.0, scale).astype(np.float32).reshape(shape)  # broadcasts along the channel axis
-                q = np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
-                model.graph.initializer.remove(w)
-                model.graph.initializer.extend([numpy_helper.from_array(q, wname + "_int8"), numpy_helper.from_array(scale, wname + "_scale")])
-                new.append(helper.make_node("Cast", [wname + "_int8"], [wname + "_cast"], name=wname + "_cast", to=onnx.TensorProto.FLOAT))
-                new.append(helper.make_node("Mul", [wname + "_cast", wname + "_scale"], [wname], name=wname + "_dequantize"))
+                centred = wname + "_cast"
+                if zp is not None:
+                    model.graph.initializer.append(numpy_helper.from_array(np.asarray(zp, np.float32), wname + "_zero_point"))
+                    new.append(helper.make_node("Sub", [centred, wname + "_zero_point"], [wname + "_centred"], name=wname + "_centre"))
+                    centred = wname + "_centred"
+                new.append(helper.make_node("Mul", [centred, wname + "_scale"], [wname], name=wname + "_dequantize"))
                 done += 1
         new.append(node)
     del model.graph.node[:]

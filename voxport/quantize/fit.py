@@ -571,11 +571,13 @@ def fit_with_fallback(rec, fit_recipe, out: str, config_path: str | None, say) -
         instead = {"method": rec.method, "why": why}
         rec = rec.fallback
     q, fr = smallest_candidate(rec, fit_recipe, say)
-    extra = {**({"instead_of": instead} if instead else {}), **({"candidates": q.options["candidates"]} if "candidates" in q.options else {})}
-    if extra and config_path:
+    if instead:
+        q = dataclasses.replace(q, options={**q.options, "instead_of": instead})
+    record = {k: q.options[k] for k in ("instead_of", "candidates") if k in q.options}  # beside the file's own options
+    if record and config_path:
         name = os.path.basename(out)
-        write_config(config_path, name, {**read_config(config_path, name), **extra})
-    return (dataclasses.replace(q, options={**q.options, **extra}) if extra else q), fr
+        write_config(config_path, name, {**read_config(config_path, name), **record})
+    return q, fr
 
 
 def smallest_candidate(rec, fit_recipe, say) -> tuple:

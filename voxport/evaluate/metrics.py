@@ -6,8 +6,6 @@ import unicodedata
 
 import numpy as np
 
-from ..ctc import cer  # noqa: F401  (the one CER, with the decoder)
-
 
 def classification(y_true: list, y_pred: list, conf: list, classes: list) -> dict:
     """accuracy, F1-macro (over the classes that occur in y_true or y_pred, as scikit-learn averages),

@@ -10,7 +10,7 @@ import { AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassific
 
 import { CtcVocab, argmaxFrames, chunkGeometry, chunkSpans, framesKept, minSamples } from "./ctc.js";
 import { Resampler } from "./resample.js";
-import { ema, softmax } from "./windows.js";
+import { cosine, ema, slidingWindows, softmax } from "./windows.js";
 
 export { CtcVocab, argmaxFrames, chunkGeometry, chunkSpans, framesKept, minSamples, roundHalfEven } from "./ctc.js";
 export { openMicrophone } from "./microphone.js";
@@ -272,9 +272,7 @@ export class WindowedClassifier extends Callable {
     const sr = this.sampling_rate;
     const w = Math.max(1, Math.round(window_s * sr));
     const hop = Math.max(1, Math.round((hop_s ?? window_s) * sr));
-    const starts = [];
-    if (audio.length >= w) for (let s = 0; s + w <= audio.length; s += hop) starts.push(s);
-    else starts.push(0);
+    const starts = slidingWindows(audio.length, w, hop);
     const probs = [];
     for (const s of starts) probs.push(await this.probs(audio.subarray(s, s + w)));
     const smooth = alpha === null ? null : ema(probs, alpha);
@@ -318,7 +316,6 @@ export class SpeakerVerifier extends Callable {
 
   /** { score: cosine of the two clips' embeddings, embeddings: [a, b] } */
   async _call(a, b) {
-    const { cosine } = await import("./windows.js");
     const ea = await this.embed(a);
     const eb = await this.embed(b);
     return { score: cosine(ea, eb), embeddings: [ea, eb] };

@@ -67,14 +67,18 @@ def verify(files: dict, loaded: Loaded, audio: list | None = None, runtime: str 
             rep = compare_outputs(label, kind, rt.name, cases, refs, outs, tol, spec.output_kinds(loaded))
         else:
             rep = compare(label, kind, rt.name, cases, refs, outs, tol)
-        extra, reasons = spec.extra_checks(loaded, kind, cases, refs, outs)
-        if extra or reasons:
-            rep = dataclasses.replace(rep, extra={**rep.extra, **extra}, reasons=rep.reasons + reasons,
-                                      status=Status.FAILED if (reasons or rep.reasons) else rep.status)
-        reports.append(rep)
+        reports.append(with_findings(rep, *spec.extra_checks(loaded, kind, cases, refs, outs)))
     ok = all(r.status == Status.PASSED for r in reports)
     return VerifyReport(status=Status.PASSED if ok else Status.FAILED, files=reports,
                         cases=[c.name for c in cases], reference=f"PyTorch {loaded.arch} ({_describe(loaded.source)})")
+
+
+def with_findings(rep, extra: dict, reasons: list):
+    """A file's report with more figures and failure reasons (any reason fails the file)."""
+    if not extra and not reasons:
+        return rep
+    return dataclasses.replace(rep, extra={**rep.extra, **extra}, reasons=rep.reasons + reasons,
+                               status=Status.FAILED if (reasons or rep.reasons) else rep.status)
 
 
 def counted(cases: list, progress, label: str):
@@ -491,13 +495,7 @@ def verify_deployed(folder: str, files: dict, loaded: Loaded, runtime: str, audi
     found = check_pipelines(folder, files, loaded, runtime, progress=progress)
     if not found:
         return report
-    rows = []
-    for f in report.files:
-        if f.file in found:
-            figures, reasons = found[f.file]
-            f = dataclasses.replace(f, extra={**f.extra, "pipelines": figures}, reasons=f.reasons + reasons,
-                                    status=Status.FAILED if reasons else f.status)
-        rows.append(f)
+    rows = [with_findings(f, {"pipelines": found[f.file][0]}, found[f.file][1]) if f.file in found else f for f in report.files]
     ok = all(f.status == Status.PASSED for f in rows)
     return dataclasses.replace(report, files=rows, status=Status.PASSED if ok else Status.FAILED)
 
